@@ -1,0 +1,16 @@
+"""Mounts every domain's routes under /api/v1."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.audit.router import router as audit_router
+from app.deployments.router import router as deployments_router
+from app.recipients.router import router as recipients_router
+from app.tokens.router import router as tokens_router
+from app.workspaces.router import router as workspaces_router
+
+api_router = APIRouter(prefix="/api/v1")
+for router in (workspaces_router, deployments_router, recipients_router, tokens_router,
+               audit_router):
+    api_router.include_router(router)

@@ -1,0 +1,145 @@
+"""The `sextant` command line: serve the API, migrate the database, manage tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import SystemClock
+from app.core.database import create_engine, create_sessionmaker, session_scope
+from app.core.errors import AppError
+from app.core.logging import configure_logging
+from app.core.migrations import DatabaseNotMigrated, upgrade
+from app.core.security import Role
+from app.core.settings import get_settings
+from app.main import ensure_schema
+from app.tokens.service import CLI_PRINCIPAL, tokens
+
+cli = typer.Typer(help="Sextant: observability and alerting control for Airflow fleets.",
+                  no_args_is_help=True, add_completion=False)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+tokens_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(tokens_cli, name="tokens")
+
+T = TypeVar("T")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8080]")] = None,
+) -> None:
+    """Serve the API (and run the periodic jobs)."""
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log)
+    try:
+        asyncio.run(ensure_schema(settings))
+    except DatabaseNotMigrated as exc:
+        raise _fail(str(exc)) from None
+    uvicorn.run(
+        "app.main:create_app", factory=True, host=host or settings.server.host,
+        port=port or settings.server.port, log_config=None,
+        timeout_graceful_shutdown=int(settings.server.graceful_timeout),
+        proxy_headers=False,
+    )
+
+
+@db_cli.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Migrate the database to the newest schema (or REVISION)."""
+    settings = get_settings()
+    upgrade(settings.database.url, revision)
+    typer.echo(f"database at {revision}")
+
+
+def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    settings = get_settings()
+
+    async def run() -> T:
+        await ensure_schema(settings)
+        engine = create_engine(settings.database)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (AppError, DatabaseNotMigrated) as exc:
+        raise _fail(str(exc)) from None
+
+
+@tokens_cli.command("create")
+def tokens_create(
+    role: Annotated[Role, typer.Option(help="Role of the token")],
+    workspace: Annotated[str | None, typer.Option(help="Workspace it is bound to")] = None,
+    deployment: Annotated[str | None, typer.Option(help="Deployment it is bound to")] = None,
+    name: Annotated[str, typer.Option(help="A name to recognise it by")] = "cli",
+) -> None:
+    """Create a token; the token itself is printed alone on the last line."""
+
+    async def work(session: AsyncSession) -> str:
+        created = await tokens.create(session, CLI_PRINCIPAL, name=name, role=role,
+                                      workspace_name=workspace, deployment_name=deployment)
+        bound = created.deployment or created.workspace or "the whole installation"
+        typer.echo(f"created token {created.id} ({created.role.value}, {bound}); "
+                   "it is shown once:")
+        return created.token
+
+    typer.echo(_with_session(work))
+
+
+@tokens_cli.command("list")
+def tokens_list(
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace's")] = None,
+) -> None:
+    """List tokens (never their secrets)."""
+    from app.core.pagination import PageParams
+
+    async def work(session: AsyncSession) -> None:
+        page = await tokens.list(session, CLI_PRINCIPAL, PageParams(limit=500, offset=0),
+                                 workspace)
+        typer.echo(f"{'ID':<17} {'ROLE':<18} {'BOUND TO':<30} {'REVOKED':<8} NAME")
+        for token in page.items:
+            bound = token.deployment or token.workspace or "-"
+            revoked = "yes" if token.revoked_at else "no"
+            typer.echo(f"{token.id:<17} {token.role.value:<18} {bound:<30} {revoked:<8} "
+                       f"{token.name}")
+
+    _with_session(work)
+
+
+@tokens_cli.command("revoke")
+def tokens_revoke(token_id: Annotated[str, typer.Argument(help="Token id")]) -> None:
+    """Revoke a token; it stops working at once."""
+
+    async def work(session: AsyncSession) -> None:
+        await tokens.revoke(session, CLI_PRINCIPAL, token_id, SystemClock())
+
+    _with_session(work)
+    typer.echo(f"revoked {token_id}")
+
+
+def main() -> None:
+    """Entry point of the `sextant` console script."""
+    cli(prog_name="sextant")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

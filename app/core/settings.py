@@ -1,0 +1,174 @@
+"""Sextant's settings: one root read from `SEXTANT_*` environment variables (and `.env`).
+
+Groups are nested models, addressed with a single underscore after the group name:
+`SEXTANT_DATABASE_URL` is `database.url`, `SEXTANT_SMTP_FROM` is `smtp.sender`. Credentials are
+`SecretStr` so they never end up in logs or reprs, and placeholder secrets are refused outside
+development.
+"""
+
+from __future__ import annotations
+
+import warnings
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"changeme", "changethis", "secret", "password", "admin", "token"})
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Group(BaseModel):
+    """Base of every settings group: unknown keys are errors, aliases and names both accepted."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DatabaseSettings(Group):
+    url: str = "sqlite:///./sextant.db"
+    pool_size: int = Field(default=10, ge=1, le=200)
+    echo: bool = False
+    # `sextant serve` migrates an embedded SQLite database on start; PostgreSQL is migrated explicitly.
+    auto_migrate: bool = True
+
+
+class ServerSettings(Group):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    graceful_timeout: float = Field(default=30.0, ge=0)
+
+
+class LogSettings(Group):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class SchedulerSettings(Group):
+    enabled: bool = True
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    # /readyz calls the scheduler stale after this many seconds without a heartbeat.
+    heartbeat_stale_after: float = Field(default=30.0, gt=0)
+
+
+class PrometheusSettings(Group):
+    url: str | None = None
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class AlertmanagerSettings(Group):
+    url: str | None = None
+
+
+class GrafanaSettings(Group):
+    url: str | None = None
+    token: SecretStr | None = None
+
+
+class ElasticsearchSettings(Group):
+    url: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class KubernetesSettings(Group):
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+class SmtpSettings(Group):
+    host: str | None = None
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: str = Field(default="sextant@localhost", alias="from")
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = False
+
+
+class Runtime(StrEnum):
+    NONE = "none"
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
+
+
+class Settings(BaseSettings):
+    """The root of every setting Sextant reads."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEXTANT_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_file=".env",
+        extra="ignore",
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    runtime: Runtime = Runtime.NONE
+    database: DatabaseSettings = DatabaseSettings()
+    server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    alertmanager: AlertmanagerSettings = AlertmanagerSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
+    elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    smtp: SmtpSettings = SmtpSettings()
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        found = [name for name, value in self._secrets() if value.lower() in PLACEHOLDER_SECRETS]
+        if found:
+            message = f"placeholder secret in {', '.join(found)}; set a real value"
+            if self.environment is Environment.PRODUCTION:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=2)
+        return self
+
+    def _secrets(self) -> list[tuple[str, str]]:
+        pairs: list[tuple[str, str]] = []
+        for group_name in ("grafana", "elasticsearch", "smtp"):
+            group = getattr(self, group_name)
+            for field_name in type(group).model_fields:
+                value = getattr(group, field_name)
+                if isinstance(value, SecretStr):
+                    pairs.append((f"SEXTANT_{group_name.upper()}_{field_name.upper()}", value.get_secret_value()))
+        password = _url_password(self.database.url)
+        if password is not None:
+            pairs.append(("SEXTANT_DATABASE_URL (password)", password))
+        return pairs
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is the embedded SQLite file."""
+        return self.database.url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, or None for in-memory or PostgreSQL databases."""
+        if not self.is_sqlite:
+            return None
+        _, _, path = self.database.url.partition(":///")
+        return Path(path) if path and path != ":memory:" else None
+
+
+def _url_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - an unparsable URL fails later with a clear error
+        return None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Install the real components the test suite starts (see tests/harness/).
+#
+# Debian packages:  PostgreSQL 15, Redis, PgBouncer, Prometheus (+promtool),
+#                   Alertmanager (+amtool)
+# Go module proxy:  statsd_exporter
+# Maven Central:    the Elasticsearch 8 server (integ-test-zip, runs on the machine's JDK 17)
+#
+# Idempotent: a repeat run on the same machine only checks what is there. Everything that is
+# not an apt package goes to the tools dir, which tests/harness/availability.py also searches:
+#   ${SEXTANT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sextant}
+# Exit status is non-zero when something the tests need is still missing at the end.
+set -euo pipefail
+
+STATSD_EXPORTER_VERSION="${SEXTANT_STATSD_EXPORTER_VERSION:-v0.28.0}"
+# Newest 8.x on Maven Central that runs on Java 17; the Python client's major must match (8).
+ES_VERSION="${SEXTANT_ES_VERSION:-8.19.21}"
+ES_ARTIFACT="org.elasticsearch.distribution.integ-test-zip:elasticsearch:${ES_VERSION}:zip"
+MAVEN_DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+# Elasticsearch refuses to run as root; the harness runs it as this user when tests run as root.
+TEST_USER="${SEXTANT_TEST_USER:-sextant-test}"
+PG_BIN=/usr/lib/postgresql/15/bin
+
+TOOLS="${SEXTANT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sextant}"
+BIN="$TOOLS/bin"
+STARTED_AT=$SECONDS
+MISSING=()
+
+say() { printf '==> %s\n' "$*"; }
+warn() { printf '!!! %s\n' "$*" >&2; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# --- Debian packages -------------------------------------------------------------------------
+
+# "package:binary" pairs; a package is needed when its binary is missing.
+APT_CHECKS=(
+  "postgresql:$PG_BIN/initdb"
+  "postgresql:$PG_BIN/postgres"
+  "postgresql-client:$PG_BIN/pg_isready"
+  "postgresql-client:$PG_BIN/psql"
+  "redis-server:redis-server"
+  "pgbouncer:pgbouncer"
+  "prometheus:prometheus"
+  "prometheus:promtool"
+  "prometheus-alertmanager:prometheus-alertmanager"
+  "prometheus-alertmanager:amtool"
+  "unzip:unzip"
+  "maven:mvn"
+  "openjdk-17-jre-headless:java"
+)
+
+has_binary() {
+  case "$1" in
+    /*) [ -x "$1" ] ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
+missing_apt_packages() {
+  local entry pkg bin seen=" "
+  for entry in "${APT_CHECKS[@]}"; do
+    pkg="${entry%%:*}"
+    bin="${entry#*:}"
+    if ! has_binary "$bin" && [[ "$seen" != *" $pkg "* ]]; then
+      seen+="$pkg "
+      printf '%s\n' "$pkg"
+    fi
+  done
+}
+
+# PIDs of the daemons these packages ship, so that we stop exactly those a postinst started.
+daemon_pids() {
+  ps -eo pid=,comm= | awk '$2 ~ /^(postgres|redis-server|pgbouncer|prometheus|prometheus-ale)/ {print $1}' \
+    | sort
+}
+
+install_apt_packages() {
+  local packages
+  mapfile -t packages < <(missing_apt_packages)
+  if [ "${#packages[@]}" -eq 0 ]; then
+    say "apt packages: all binaries present, skipping apt"
+    return
+  fi
+  if ! is_root; then
+    warn "not root: install these apt packages, then re-run:"
+    warn "  sudo apt-get install -y --no-install-recommends ${packages[*]}"
+    MISSING+=("apt: ${packages[*]}")
+    return
+  fi
+  say "installing apt packages: ${packages[*]}"
+  # Nothing may start listening during the install: without systemd, invoke-rc.d asks
+  # policy-rc.d, and 101 means "do not start". Only add one if the machine has none.
+  local policy=/usr/sbin/policy-rc.d added_policy=0 before
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    added_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  before="$(daemon_pids)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  if [ "$added_policy" -eq 1 ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
+  # Belt and braces: stop any daemon that appeared during the install anyway.
+  local pid
+  for pid in $(comm -13 <(printf '%s\n' "$before") <(daemon_pids)); do
+    warn "stopping daemon started by the install: $(ps -o comm= -p "$pid" || true) (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+  done
+}
+
+check_java() {
+  local version
+  if ! version="$(java -version 2>&1 | head -n 1)"; then
+    MISSING+=("java 17 (apt: openjdk-17-jre-headless)")
+    return
+  fi
+  # Elasticsearch 8 runs on Java 17 or newer.
+  if [[ "$version" =~ \"([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -ge 17 ]; then
+    say "java: $version"
+  else
+    warn "java 17+ needed for Elasticsearch, found: $version"
+    MISSING+=("java 17 (apt: openjdk-17-jre-headless)")
+  fi
+}
+
+# --- unprivileged user -----------------------------------------------------------------------
+
+ensure_test_user() {
+  is_root || return 0
+  if id "$TEST_USER" >/dev/null 2>&1; then
+    say "user $TEST_USER: present"
+    return
+  fi
+  say "creating system user $TEST_USER (Elasticsearch refuses to run as root)"
+  useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin "$TEST_USER"
+}
+
+# --- statsd_exporter from the Go module proxy ------------------------------------------------
+
+find_go() {
+  if command -v go >/dev/null 2>&1; then
+    command -v go
+  elif [ -x /usr/local/go/bin/go ]; then
+    echo /usr/local/go/bin/go
+  else
+    return 1
+  fi
+}
+
+install_statsd_exporter() {
+  local target="$BIN/statsd_exporter" stamp="$TOOLS/statsd_exporter.version" go
+  # `go install` leaves no version in --version output, so a stamp file records what was built.
+  if [ -x "$target" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$STATSD_EXPORTER_VERSION" ]; then
+    say "statsd_exporter $STATSD_EXPORTER_VERSION: present"
+    return
+  fi
+  if ! go="$(find_go)"; then
+    warn "go not found (expected on PATH or /usr/local/go/bin); statsd_exporter needs Go >= 1.22"
+    MISSING+=("statsd_exporter (needs Go >= 1.22)")
+    return
+  fi
+  say "installing statsd_exporter $STATSD_EXPORTER_VERSION with $("$go" version | cut -d' ' -f3) ..."
+  mkdir -p "$BIN"
+  # Module and build caches live in the tools dir so that a repeat install is fast;
+  # -modcacherw keeps the module cache deletable with a plain rm -rf.
+  GOBIN="$BIN" GOMODCACHE="$TOOLS/go/mod" GOCACHE="$TOOLS/go/cache" GOFLAGS=-modcacherw \
+    "$go" install "github.com/prometheus/statsd_exporter@$STATSD_EXPORTER_VERSION"
+  printf '%s\n' "$STATSD_EXPORTER_VERSION" >"$stamp"
+}
+
+# --- Elasticsearch from Maven Central --------------------------------------------------------
+
+install_elasticsearch() {
+  local home="$TOOLS/elasticsearch-$ES_VERSION" download="$TOOLS/download"
+  if [ -x "$home/bin/elasticsearch" ]; then
+    say "elasticsearch $ES_VERSION: present"
+  elif ! command -v mvn >/dev/null 2>&1 || ! command -v unzip >/dev/null 2>&1; then
+    warn "mvn and unzip are needed to fetch Elasticsearch from Maven Central"
+    MISSING+=("elasticsearch $ES_VERSION (needs mvn and unzip)")
+    return
+  else
+    say "installing elasticsearch $ES_VERSION from Maven Central ..."
+    mkdir -p "$download"
+    # The local repository sits in the tools dir too, so a re-install needs no download.
+    mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$TOOLS/m2" "$MAVEN_DEPENDENCY_PLUGIN:copy" \
+      -Dartifact="$ES_ARTIFACT" -DoutputDirectory="$download"
+    # Unpack beside the target and rename, so an interrupted run never looks installed.
+    rm -rf "$home.partial"
+    mkdir -p "$home.partial"
+    unzip -q "$download/elasticsearch-$ES_VERSION.zip" -d "$home.partial"
+    mv "$home.partial/elasticsearch-$ES_VERSION" "$home"
+    rm -rf "$home.partial" "$download"
+  fi
+  printf '%s\n' "$ES_VERSION" >"$TOOLS/elasticsearch.version"
+}
+
+# --- main ------------------------------------------------------------------------------------
+
+main() {
+  say "tools dir: $TOOLS"
+  mkdir -p "$BIN"
+  install_apt_packages
+  check_java
+  ensure_test_user
+  install_statsd_exporter
+  install_elasticsearch
+  local elapsed=$((SECONDS - STARTED_AT))
+  if [ "${#MISSING[@]}" -gt 0 ]; then
+    warn "still missing:"
+    printf '!!!   %s\n' "${MISSING[@]}" >&2
+    warn "done with gaps in ${elapsed}s"
+    exit 1
+  fi
+  say "done in ${elapsed}s"
+}
+
+main "$@"
