@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -20,8 +19,11 @@ from app.core.settings import get_settings
 from app.main import ensure_schema
 from app.tokens.service import CLI_PRINCIPAL, tokens
 
-cli = typer.Typer(help="Sextant: observability and alerting control for Airflow fleets.",
-                  no_args_is_help=True, add_completion=False)
+cli = typer.Typer(
+    help="Sextant: observability and alerting control for Airflow fleets.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 tokens_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
@@ -50,8 +52,11 @@ def serve(
     except DatabaseNotMigrated as exc:
         raise _fail(str(exc)) from None
     uvicorn.run(
-        "app.main:create_app", factory=True, host=host or settings.server.host,
-        port=port or settings.server.port, log_config=None,
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        log_config=None,
         timeout_graceful_shutdown=int(settings.server.graceful_timeout),
         proxy_headers=False,
     )
@@ -95,11 +100,16 @@ def tokens_create(
     """Create a token; the token itself is printed alone on the last line."""
 
     async def work(session: AsyncSession) -> str:
-        created = await tokens.create(session, CLI_PRINCIPAL, name=name, role=role,
-                                      workspace_name=workspace, deployment_name=deployment)
+        created = await tokens.create(
+            session,
+            CLI_PRINCIPAL,
+            name=name,
+            role=role,
+            workspace_name=workspace,
+            deployment_name=deployment,
+        )
         bound = created.deployment or created.workspace or "the whole installation"
-        typer.echo(f"created token {created.id} ({created.role.value}, {bound}); "
-                   "it is shown once:")
+        typer.echo(f"created token {created.id} ({created.role.value}, {bound}); it is shown once:")
         return created.token
 
     typer.echo(_with_session(work))
@@ -113,14 +123,14 @@ def tokens_list(
     from app.core.pagination import PageParams
 
     async def work(session: AsyncSession) -> None:
-        page = await tokens.list(session, CLI_PRINCIPAL, PageParams(limit=500, offset=0),
-                                 workspace)
+        page = await tokens.list(session, CLI_PRINCIPAL, PageParams(limit=500, offset=0), workspace)
         typer.echo(f"{'ID':<17} {'ROLE':<18} {'BOUND TO':<30} {'REVOKED':<8} NAME")
         for token in page.items:
             bound = token.deployment or token.workspace or "-"
             revoked = "yes" if token.revoked_at else "no"
-            typer.echo(f"{token.id:<17} {token.role.value:<18} {bound:<30} {revoked:<8} "
-                       f"{token.name}")
+            typer.echo(
+                f"{token.id:<17} {token.role.value:<18} {bound:<30} {revoked:<8} {token.name}"
+            )
 
     _with_session(work)
 
@@ -142,4 +152,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -58,15 +58,21 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ensure_schema(settings)
         engine = create_engine(settings.database)
-        context = AppContext(settings=settings, engine=engine,
-                             sessionmaker=create_sessionmaker(engine), clock=clock,
-                             started_at=clock.now())
+        context = AppContext(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            clock=clock,
+            started_at=clock.now(),
+        )
         app.state.context = context
         scheduler = build_scheduler(context) if settings.scheduler.enabled else None
         if scheduler is not None:
             scheduler.start()
-        logger.info("sextant started", extra={"database": engine.url.render_as_string(),
-                                              "runtime": settings.runtime.value})
+        logger.info(
+            "sextant started",
+            extra={"database": engine.url.render_as_string(), "runtime": settings.runtime.value},
+        )
         try:
             yield
         finally:
@@ -76,9 +82,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             logger.info("sextant stopped")
 
     app = FastAPI(
-        title="Sextant", version=__version__, lifespan=lifespan,
+        title="Sextant",
+        version=__version__,
+        lifespan=lifespan,
         description="Observability and alerting control service for fleets of Apache Airflow "
-                    "deployments.",
+        "deployments.",
     )
     install_error_handlers(app)
     app.include_router(health_router)

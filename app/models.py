@@ -5,8 +5,8 @@ from __future__ import annotations
 
 def load_all_models() -> None:
     """Register every domain's tables on the shared metadata."""
-    import app.audit.models  # noqa: F401
-    import app.deployments.models  # noqa: F401
-    import app.recipients.models  # noqa: F401
-    import app.tokens.models  # noqa: F401
+    import app.audit.models
+    import app.deployments.models
+    import app.recipients.models
+    import app.tokens.models
     import app.workspaces.models  # noqa: F401

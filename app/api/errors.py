@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,9 +17,16 @@ from app.core.errors import AppError
 logger = logging.getLogger(__name__)
 
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
-    413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_input",
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
     503: "unavailable",
 }
 
@@ -41,9 +49,13 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def _response(status: int, code: str, message: str,
-              details: list[dict[str, Any]] | None = None,
-              headers: dict[str, str] | None = None) -> JSONResponse:
+def _response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details or []}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -70,8 +82,13 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         message = str(error.get("msg", "invalid"))
         if error.get("type") == "extra_forbidden":
             message = "unknown field"
-        details.append({"field": _field(tuple(error.get("loc", ()))), "message": message,
-                        "type": error.get("type")})
+        details.append(
+            {
+                "field": _field(tuple(error.get("loc", ()))),
+                "message": message,
+                "type": error.get("type"),
+            }
+        )
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
     return _response(422, "invalid_input", summary or "invalid input", details)
 
@@ -98,13 +115,17 @@ def install_error_handlers(app: FastAPI) -> None:
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting the envelope for the given statuses."""
     descriptions = {
-        401: "Missing, invalid or revoked token", 403: "The token's role may not do this",
-        404: "Not found, or not visible to this token", 409: "Conflict",
-        413: "Payload over the size limit", 422: "Invalid input; details name the fields",
+        401: "Missing, invalid or revoked token",
+        403: "The token's role may not do this",
+        404: "Not found, or not visible to this token",
+        409: "Conflict",
+        413: "Payload over the size limit",
+        422: "Invalid input; details name the fields",
         503: "A needed integration is unavailable",
     }
-    return {s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")}
-            for s in statuses}
+    return {
+        s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")} for s in statuses
+    }
 
 
 API_ERRORS = error_responses(401, 403, 404, 409, 413, 422)

@@ -23,7 +23,9 @@ REQUESTS = Counter(
     "sextant_http_requests_total", "HTTP requests served", ["method", "route", "status"]
 )
 LATENCY = Histogram(
-    "sextant_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+    "sextant_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
@@ -51,8 +53,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"],
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
@@ -63,10 +64,16 @@ class RequestContextMiddleware:
             method = scope["method"]
             REQUESTS.labels(method, route, str(status)).inc()
             LATENCY.labels(method, route).observe(elapsed)
-            logger.info("request", extra={
-                "method": method, "path": scope["path"], "route": route, "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-            })
+            logger.info(
+                "request",
+                extra={
+                    "method": method,
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
             request_id_var.reset(token)
 
 
@@ -113,15 +120,26 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": {
-            "code": "payload_too_large",
-            "message": f"request body over the limit of {self.max_bytes} bytes",
-            "details": [],
-        }}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]})
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "payload_too_large",
+                    "message": f"request body over the limit of {self.max_bytes} bytes",
+                    "details": [],
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -133,12 +151,12 @@ def _route_template(scope: Scope) -> str:
     it, without the static prefixes of enclosing routers; those are the leading segments of the
     concrete path.
     """
-    route_path = getattr(scope.get("route"), "path", None)
+    route_path: str | None = getattr(scope.get("route"), "path", None)
     if route_path is None:
         return "unmatched"
     segments = scope["path"].split("/")
     prefix = segments[: len(segments) - len(route_path.split("/")) + 1]
-    return "/".join(prefix) + route_path
+    return "/".join(prefix) + str(route_path)
 
 
 def _header(scope: Scope, name: bytes) -> Any:

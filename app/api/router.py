@@ -11,6 +11,11 @@ from app.tokens.router import router as tokens_router
 from app.workspaces.router import router as workspaces_router
 
 api_router = APIRouter(prefix="/api/v1")
-for router in (workspaces_router, deployments_router, recipients_router, tokens_router,
-               audit_router):
+for router in (
+    workspaces_router,
+    deployments_router,
+    recipients_router,
+    tokens_router,
+    audit_router,
+):
     api_router.include_router(router)

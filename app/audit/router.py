@@ -21,7 +21,8 @@ router = APIRouter(prefix="/audit-events", tags=["audit"], responses=API_ERRORS)
 
 @router.get("", response_model=Page[AuditEventRead])
 async def list_audit_events(
-    session: SessionDep, principal: PrincipalDep,
+    session: SessionDep,
+    principal: PrincipalDep,
     page: Annotated[PageParams, Depends(page_params)],
     workspace: Annotated[str | None, Query(max_length=NAME_MAX_LENGTH)] = None,
     action: Annotated[str | None, Query(max_length=64, examples=["deployment.update"])] = None,
@@ -29,6 +30,7 @@ async def list_audit_events(
     """Who changed what and when, newest first, within the caller's reach."""
     workspace_id = None
     if workspace is not None:
-        workspace_id = (await workspaces.resolve(session, principal, workspace,
-                                                 Action.AUDIT_READ)).id
+        workspace_id = (
+            await workspaces.resolve(session, principal, workspace, Action.AUDIT_READ)
+        ).id
     return await audit.list(session, principal, page, workspace_id=workspace_id, action=action)

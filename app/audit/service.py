@@ -21,21 +21,43 @@ from app.core.security import Action, Principal, Scope
 
 class AuditService:
     def record(
-        self, session: AsyncSession, principal: Principal, *, action: str, resource_type: str,
-        resource_id: str, workspace_id: int | None = None, deployment_id: int | None = None,
-        before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        action: str,
+        resource_type: str,
+        resource_id: str,
+        workspace_id: int | None = None,
+        deployment_id: int | None = None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
     ) -> None:
         """Stage one audit event for a change made by `principal`."""
-        repository.add(session, AuditEvent(
-            actor_token_id=principal.token_id or None, actor_name=principal.name, action=action,
-            resource_type=resource_type, resource_id=resource_id, workspace_id=workspace_id,
-            deployment_id=deployment_id, before=before, after=after,
-            request_id=request_id_var.get(),
-        ))
+        repository.add(
+            session,
+            AuditEvent(
+                actor_token_id=principal.token_id or None,
+                actor_name=principal.name,
+                action=action,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                workspace_id=workspace_id,
+                deployment_id=deployment_id,
+                before=before,
+                after=after,
+                request_id=request_id_var.get(),
+            ),
+        )
 
     async def list(
-        self, session: AsyncSession, principal: Principal, page: PageParams, *,
-        workspace_id: int | None = None, action: str | None = None,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        page: PageParams,
+        *,
+        workspace_id: int | None = None,
+        action: str | None = None,
     ) -> Page[AuditEventRead]:
         """The events the caller may read: all for system admins, its own scope for the others."""
         deployment_id = None
@@ -49,12 +71,18 @@ class AuditService:
             if scope is Scope.DEPLOYMENT:
                 deployment_id = principal.deployment_id
         rows, total = await repository.page(
-            session, workspace_id=workspace_id, deployment_id=deployment_id, action=action,
-            limit=page.limit, offset=page.offset,
+            session,
+            workspace_id=workspace_id,
+            deployment_id=deployment_id,
+            action=action,
+            limit=page.limit,
+            offset=page.offset,
         )
         return Page[AuditEventRead](
-            items=[AuditEventRead.model_validate(r) for r in rows], total=total,
-            limit=page.limit, offset=page.offset,
+            items=[AuditEventRead.model_validate(r) for r in rows],
+            total=total,
+            limit=page.limit,
+            offset=page.offset,
         )
 
 

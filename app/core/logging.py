@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line, carrying the request id of the request being served."""
+"""Structured logs: one JSON object per line, with the id of the request being served."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from app.core.settings import LogSettings
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-# Attributes every LogRecord has; anything else was passed through `extra=` and is logged as a field.
+# Attributes every LogRecord has; anything else came through `extra=` and is logged as a field.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 

@@ -17,7 +17,9 @@ NAME_MAX_LENGTH = 40
 ResourceName = Annotated[
     str,
     Field(
-        min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
         description="Lower-case DNS-1123 label starting with a letter, at most 40 characters",
         examples=["etl-prod"],
     ),

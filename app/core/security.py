@@ -71,14 +71,19 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
         set(Action) - {Action.WORKSPACE_CREATE, Action.WORKSPACE_DELETE}
     ),
     Role.WORKSPACE_EDITOR: frozenset(
-        _READ | _DEPLOYMENT_WRITE | {
-            Action.DEPLOYMENT_CREATE, Action.WORKSPACE_RECIPIENT_READ,
+        _READ
+        | _DEPLOYMENT_WRITE
+        | {
+            Action.DEPLOYMENT_CREATE,
+            Action.WORKSPACE_RECIPIENT_READ,
             Action.WORKSPACE_RECIPIENT_WRITE,
         }
     ),
     Role.WORKSPACE_VIEWER: frozenset(_READ | {Action.WORKSPACE_RECIPIENT_READ}),
     Role.DEPLOYMENT_ADMIN: frozenset(
-        _READ | _DEPLOYMENT_WRITE | {Action.DEPLOYMENT_DELETE, Action.TOKEN_MANAGE, Action.AUDIT_READ}
+        _READ
+        | _DEPLOYMENT_WRITE
+        | {Action.DEPLOYMENT_DELETE, Action.TOKEN_MANAGE, Action.AUDIT_READ}
     ),
     Role.DEPLOYMENT_EDITOR: frozenset(_READ | _DEPLOYMENT_WRITE),
     Role.DEPLOYMENT_VIEWER: frozenset(_READ),
@@ -112,7 +117,11 @@ class Principal:
         return action in PERMISSIONS[self.role]
 
     def authorize(
-        self, action: Action, *, workspace_id: int, deployment_id: int | None = None,
+        self,
+        action: Action,
+        *,
+        workspace_id: int,
+        deployment_id: int | None = None,
         not_found: str,
     ) -> None:
         """Raise NotFound for what the caller cannot see, Forbidden for what it may not do."""

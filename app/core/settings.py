@@ -35,7 +35,7 @@ class DatabaseSettings(Group):
     url: str = "sqlite:///./sextant.db"
     pool_size: int = Field(default=10, ge=1, le=200)
     echo: bool = False
-    # `sextant serve` migrates an embedded SQLite database on start; PostgreSQL is migrated explicitly.
+    # An embedded SQLite database is migrated on start; PostgreSQL only by `sextant db upgrade`.
     auto_migrate: bool = True
 
 
@@ -139,7 +139,12 @@ class Settings(BaseSettings):
             for field_name in type(group).model_fields:
                 value = getattr(group, field_name)
                 if isinstance(value, SecretStr):
-                    pairs.append((f"SEXTANT_{group_name.upper()}_{field_name.upper()}", value.get_secret_value()))
+                    pairs.append(
+                        (
+                            f"SEXTANT_{group_name.upper()}_{field_name.upper()}",
+                            value.get_secret_value(),
+                        )
+                    )
         password = _url_password(self.database.url)
         if password is not None:
             pairs.append(("SEXTANT_DATABASE_URL (password)", password))
@@ -163,7 +168,7 @@ def _url_password(url: str) -> str | None:
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).password  # type: ignore[return-value]
+        return make_url(url).password
     except Exception:  # noqa: BLE001 - an unparsable URL fails later with a clear error
         return None
 

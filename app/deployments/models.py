@@ -38,8 +38,12 @@ class Deployment(Base):
     def snapshot(self) -> dict[str, Any]:
         """What the audit trail records of this deployment's desired spec."""
         return {
-            "name": self.name, "description": self.description, "executor": self.executor,
-            "airflow_version": self.airflow_version, "components": self.components,
-            "worker_concurrency": self.worker_concurrency, "min_workers": self.min_workers,
+            "name": self.name,
+            "description": self.description,
+            "executor": self.executor,
+            "airflow_version": self.airflow_version,
+            "components": self.components,
+            "worker_concurrency": self.worker_concurrency,
+            "min_workers": self.min_workers,
             "max_workers": self.max_workers,
         }

@@ -34,7 +34,11 @@ async def count_in_workspace(session: AsyncSession, workspace_id: int) -> int:
 
 
 async def page(
-    session: AsyncSession, *, workspace_id: int | None, deployment_id: int | None, limit: int,
+    session: AsyncSession,
+    *,
+    workspace_id: int | None,
+    deployment_id: int | None,
+    limit: int,
     offset: int,
 ) -> tuple[Sequence[Deployment], int]:
     """Deployments by name, filtered to a workspace and/or one deployment, with the total."""

@@ -22,10 +22,15 @@ DeploymentName = Annotated[str, Path(max_length=NAME_MAX_LENGTH, description="De
 Pagination = Annotated[PageParams, Depends(page_params)]
 
 
-@router.post("/workspaces/{workspace}/deployments", status_code=status.HTTP_201_CREATED,
-             response_model=DeploymentRead)
+@router.post(
+    "/workspaces/{workspace}/deployments",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DeploymentRead,
+)
 async def create_deployment(
-    workspace: WorkspaceName, data: DeploymentCreate, session: SessionDep,
+    workspace: WorkspaceName,
+    data: DeploymentCreate,
+    session: SessionDep,
     principal: PrincipalDep,
 ) -> DeploymentRead:
     """Register an Airflow deployment in a workspace."""
@@ -43,9 +48,12 @@ async def list_workspace_deployments(
 
 @router.get("/deployments", response_model=Page[DeploymentRead])
 async def list_deployments(
-    session: SessionDep, principal: PrincipalDep, page: Pagination,
-    workspace: Annotated[str | None, Query(max_length=NAME_MAX_LENGTH,
-                                           description="Only this workspace's")] = None,
+    session: SessionDep,
+    principal: PrincipalDep,
+    page: Pagination,
+    workspace: Annotated[
+        str | None, Query(max_length=NAME_MAX_LENGTH, description="Only this workspace's")
+    ] = None,
 ) -> Page[DeploymentRead]:
     """Every deployment visible to the caller, optionally filtered by workspace."""
     return await deployments.list(session, principal, page, workspace)

@@ -25,14 +25,15 @@ class DeploymentStatus(StrEnum):
 
 
 class ComponentSpecIn(BaseModel):
-    """Replicas and resources of one component; absent fields keep their current or default value."""
+    """Replicas and resources of one component; absent fields keep their current value."""
 
     model_config = ConfigDict(extra="forbid")
 
     replicas: int | None = Field(default=None, ge=0, le=100)
     cpu: str | None = Field(default=None, pattern=CPU_PATTERN, max_length=16, examples=["500m"])
-    memory: str | None = Field(default=None, pattern=MEMORY_PATTERN, max_length=16,
-                               examples=["1Gi"])
+    memory: str | None = Field(
+        default=None, pattern=MEMORY_PATTERN, max_length=16, examples=["1Gi"]
+    )
 
 
 class ComponentsIn(BaseModel):
@@ -61,11 +62,13 @@ class DeploymentCreate(BaseModel):
     name: ResourceName
     description: str = Field(default="", max_length=2000)
     executor: Executor = Executor.CELERY
-    airflow_version: str = Field(default=DEFAULT_AIRFLOW_VERSION, pattern=AIRFLOW_VERSION_PATTERN,
-                                 max_length=16)
+    airflow_version: str = Field(
+        default=DEFAULT_AIRFLOW_VERSION, pattern=AIRFLOW_VERSION_PATTERN, max_length=16
+    )
     components: ComponentsIn = Field(default_factory=ComponentsIn)
-    worker_concurrency: int = Field(default=16, ge=1, le=256,
-                                    description="Celery worker concurrency (task slots per worker)")
+    worker_concurrency: int = Field(
+        default=16, ge=1, le=256, description="Celery worker concurrency (task slots per worker)"
+    )
     min_workers: int = Field(default=1, ge=0, le=100)
     max_workers: int = Field(default=10, ge=1, le=100)
 
@@ -77,8 +80,9 @@ class DeploymentUpdate(BaseModel):
 
     description: str | None = Field(default=None, max_length=2000)
     executor: Executor | None = None
-    airflow_version: str | None = Field(default=None, pattern=AIRFLOW_VERSION_PATTERN,
-                                        max_length=16)
+    airflow_version: str | None = Field(
+        default=None, pattern=AIRFLOW_VERSION_PATTERN, max_length=16
+    )
     components: ComponentsIn | None = None
     worker_concurrency: int | None = Field(default=None, ge=1, le=256)
     min_workers: int | None = Field(default=None, ge=0, le=100)

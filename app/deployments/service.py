@@ -42,8 +42,12 @@ class DeploymentService:
         deployment = await repository.get_by_name(session, name)
         if deployment is None:
             raise NotFound(_not_found(name))
-        principal.authorize(action, workspace_id=deployment.workspace_id,
-                            deployment_id=deployment.id, not_found=_not_found(name))
+        principal.authorize(
+            action,
+            workspace_id=deployment.workspace_id,
+            deployment_id=deployment.id,
+            not_found=_not_found(name),
+        )
         return deployment
 
     async def read(self, session: AsyncSession, deployment: Deployment) -> DeploymentRead:
@@ -51,45 +55,72 @@ class DeploymentService:
         workspace = await workspace_repository.get(session, deployment.workspace_id)
         assert workspace is not None  # a foreign key guarantees it
         return DeploymentRead.model_validate(
-            {**{c: getattr(deployment, c) for c in DeploymentRead.model_fields
-                if c != "workspace"}, "workspace": workspace.name}
+            {
+                **{
+                    c: getattr(deployment, c)
+                    for c in DeploymentRead.model_fields
+                    if c != "workspace"
+                },
+                "workspace": workspace.name,
+            }
         )
 
     async def create(
-        self, session: AsyncSession, principal: Principal, workspace_name: str,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        workspace_name: str,
         data: DeploymentCreate,
     ) -> Deployment:
         """Register a deployment in a workspace; it starts `pending` until provisioned."""
-        workspace = await workspaces.resolve(session, principal, workspace_name,
-                                             Action.DEPLOYMENT_CREATE)
+        workspace = await workspaces.resolve(
+            session, principal, workspace_name, Action.DEPLOYMENT_CREATE
+        )
         components, problems = merge_components(data.executor, {}, data.components)
         problems += check_spec(data.executor, components, data.min_workers, data.max_workers)
         _raise_problems(problems)
         if await repository.name_taken(session, data.name):
             raise Conflict(f"deployment {data.name!r} already exists")
         deployment = Deployment(
-            name=data.name, workspace_id=workspace.id, description=data.description,
-            executor=data.executor.value, airflow_version=data.airflow_version,
-            components=components, worker_concurrency=data.worker_concurrency,
-            min_workers=data.min_workers, max_workers=data.max_workers,
-            status=DeploymentStatus.PENDING.value, status_reason="waiting to be provisioned",
+            name=data.name,
+            workspace_id=workspace.id,
+            description=data.description,
+            executor=data.executor.value,
+            airflow_version=data.airflow_version,
+            components=components,
+            worker_concurrency=data.worker_concurrency,
+            min_workers=data.min_workers,
+            max_workers=data.max_workers,
+            status=DeploymentStatus.PENDING.value,
+            status_reason="waiting to be provisioned",
         )
         session.add(deployment)
         await session.flush()
-        audit.record(session, principal, action="deployment.create", resource_type="deployment",
-                     resource_id=deployment.name, workspace_id=workspace.id,
-                     deployment_id=deployment.id, after=deployment.snapshot())
+        audit.record(
+            session,
+            principal,
+            action="deployment.create",
+            resource_type="deployment",
+            resource_id=deployment.name,
+            workspace_id=workspace.id,
+            deployment_id=deployment.id,
+            after=deployment.snapshot(),
+        )
         return deployment
 
     async def list(
-        self, session: AsyncSession, principal: Principal, page: PageParams,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        page: PageParams,
         workspace_name: str | None = None,
     ) -> Page[DeploymentRead]:
         """The deployments visible to the caller, optionally in one workspace."""
         workspace_id = None
         if workspace_name is not None:
-            workspace = await workspaces.resolve(session, principal, workspace_name,
-                                                 Action.DEPLOYMENT_READ)
+            workspace = await workspaces.resolve(
+                session, principal, workspace_name, Action.DEPLOYMENT_READ
+            )
             workspace_id = workspace.id
         deployment_id = None
         if principal.role.scope is not Scope.SYSTEM:
@@ -97,12 +128,17 @@ class DeploymentService:
             if principal.role.scope is Scope.DEPLOYMENT:
                 deployment_id = principal.deployment_id
         rows, total = await repository.page(
-            session, workspace_id=workspace_id, deployment_id=deployment_id,
-            limit=page.limit, offset=page.offset,
+            session,
+            workspace_id=workspace_id,
+            deployment_id=deployment_id,
+            limit=page.limit,
+            offset=page.offset,
         )
         return Page[DeploymentRead](
-            items=[await self.read(session, d) for d in rows], total=total,
-            limit=page.limit, offset=page.offset,
+            items=[await self.read(session, d) for d in rows],
+            total=total,
+            limit=page.limit,
+            offset=page.offset,
         )
 
     async def update(
@@ -131,18 +167,32 @@ class DeploymentService:
         if after != before:
             deployment.generation += 1
             await session.flush()
-            audit.record(session, principal, action="deployment.update",
-                         resource_type="deployment", resource_id=deployment.name,
-                         workspace_id=deployment.workspace_id, deployment_id=deployment.id,
-                         before=before, after=after)
+            audit.record(
+                session,
+                principal,
+                action="deployment.update",
+                resource_type="deployment",
+                resource_id=deployment.name,
+                workspace_id=deployment.workspace_id,
+                deployment_id=deployment.id,
+                before=before,
+                after=after,
+            )
         return deployment
 
     async def delete(self, session: AsyncSession, principal: Principal, name: str) -> None:
         """Remove a deployment and everything registered for it (recipients, bound tokens)."""
         deployment = await self.resolve(session, principal, name, Action.DEPLOYMENT_DELETE)
-        audit.record(session, principal, action="deployment.delete", resource_type="deployment",
-                     resource_id=deployment.name, workspace_id=deployment.workspace_id,
-                     deployment_id=deployment.id, before=deployment.snapshot())
+        audit.record(
+            session,
+            principal,
+            action="deployment.delete",
+            resource_type="deployment",
+            resource_id=deployment.name,
+            workspace_id=deployment.workspace_id,
+            deployment_id=deployment.id,
+            before=deployment.snapshot(),
+        )
         await session.delete(deployment)
         await session.flush()
 

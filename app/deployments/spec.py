@@ -63,8 +63,15 @@ def components_for(executor: Executor) -> list[Component]:
 _CPU = re.compile(r"^(?P<n>\d+(\.\d{1,3})?)(?P<m>m?)$")
 _MEMORY = re.compile(r"^(?P<n>\d+)(?P<unit>Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _MEMORY_UNITS = {
-    None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+    None: 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
 }
 
 
@@ -74,7 +81,7 @@ def cpu_millicores(quantity: str) -> int | None:
     if match is None:
         return None
     value = float(match["n"])
-    return int(value) if match["m"] else int(round(value * 1000))
+    return int(value) if match["m"] else round(value * 1000)
 
 
 def memory_bytes(quantity: str) -> int | None:

@@ -31,7 +31,9 @@ def merge_components(
     for component in components_for(executor):
         defaults = CATALOGUE[component]
         base = current.get(component.value) or {
-            "replicas": defaults.replicas, "cpu": defaults.cpu, "memory": defaults.memory,
+            "replicas": defaults.replicas,
+            "cpu": defaults.cpu,
+            "memory": defaults.memory,
         }
         merged[component.value] = dict(base)
     if requested is not None:
@@ -51,25 +53,34 @@ def check_spec(
     """Problems of a merged spec: bounds, minimum memory, worker bounds."""
     problems: list[Problem] = []
     if min_workers > max_workers:
-        problems.append(("min_workers", f"min_workers ({min_workers}) exceeds max_workers "
-                                        f"({max_workers})"))
+        problems.append(
+            ("min_workers", f"min_workers ({min_workers}) exceeds max_workers ({max_workers})")
+        )
     for name, spec in components.items():
         defaults = CATALOGUE[Component(name)]
         replicas = spec["replicas"]
         if not defaults.min_replicas <= replicas <= defaults.max_replicas:
-            problems.append((f"components.{name}.replicas",
-                             f"must be between {defaults.min_replicas} and {defaults.max_replicas}"))
+            problems.append(
+                (
+                    f"components.{name}.replicas",
+                    f"must be between {defaults.min_replicas} and {defaults.max_replicas}",
+                )
+            )
         if cpu_millicores(spec["cpu"]) in (None, 0):
             problems.append((f"components.{name}.cpu", "must be a positive CPU quantity"))
         memory = memory_bytes(spec["memory"])
         minimum = memory_bytes(defaults.min_memory)
         if memory is None or minimum is None or memory < minimum:
-            problems.append((f"components.{name}.memory",
-                             f"must be at least {defaults.min_memory} for {name}"))
+            problems.append(
+                (f"components.{name}.memory", f"must be at least {defaults.min_memory} for {name}")
+            )
     workers = components.get(Component.WORKERS.value)
     if executor is Executor.CELERY and workers is not None:
         if not min_workers <= workers["replicas"] <= max_workers:
-            problems.append(("components.workers.replicas",
-                             f"must be between min_workers ({min_workers}) and max_workers "
-                             f"({max_workers})"))
+            problems.append(
+                (
+                    "components.workers.replicas",
+                    f"must be between min_workers ({min_workers}) and max_workers ({max_workers})",
+                )
+            )
     return problems

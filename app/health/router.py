@@ -24,8 +24,10 @@ async def readyz(context: ContextDep) -> JSONResponse:
     ready, checks = await health.readiness(context)
     body = {
         "status": "ready" if ready else "not ready",
-        "checks": {name: {"status": c.status.value, **({"detail": c.detail} if c.detail else {})}
-                   for name, c in checks.items()},
+        "checks": {
+            name: {"status": c.status.value, **({"detail": c.detail} if c.detail else {})}
+            for name, c in checks.items()
+        },
     }
     return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -38,12 +38,25 @@ class Check:
 class HealthService:
     async def readiness(self, context: AppContext) -> tuple[bool, dict[str, Check]]:
         """Whether the service is ready, with every check that decided it."""
-        names = ["database", "scheduler", "prometheus", "alertmanager", "grafana",
-                 "elasticsearch", "smtp", "kubernetes"]
+        names = [
+            "database",
+            "scheduler",
+            "prometheus",
+            "alertmanager",
+            "grafana",
+            "elasticsearch",
+            "smtp",
+            "kubernetes",
+        ]
         results = await asyncio.gather(
-            self._database(context), self._scheduler(context), self._prometheus(context),
-            self._alertmanager(context), self._grafana(context), self._elasticsearch(context),
-            self._smtp(context), self._kubernetes(context),
+            self._database(context),
+            self._scheduler(context),
+            self._prometheus(context),
+            self._alertmanager(context),
+            self._grafana(context),
+            self._elasticsearch(context),
+            self._smtp(context),
+            self._kubernetes(context),
         )
         checks = dict(zip(names, results, strict=True))
         ready = all(c.status is not CheckStatus.DOWN for c in checks.values())
@@ -76,28 +89,43 @@ class HealthService:
 
     async def _prometheus(self, context: AppContext) -> Check:
         url = context.settings.prometheus.url
-        return Check(CheckStatus.NOT_CONFIGURED) if not url else Check.of(
-            await http_ready(url, "/-/ready"))
+        return (
+            Check(CheckStatus.NOT_CONFIGURED)
+            if not url
+            else Check.of(await http_ready(url, "/-/ready"))
+        )
 
     async def _alertmanager(self, context: AppContext) -> Check:
         url = context.settings.alertmanager.url
-        return Check(CheckStatus.NOT_CONFIGURED) if not url else Check.of(
-            await http_ready(url, "/-/ready"))
+        return (
+            Check(CheckStatus.NOT_CONFIGURED)
+            if not url
+            else Check.of(await http_ready(url, "/-/ready"))
+        )
 
     async def _grafana(self, context: AppContext) -> Check:
         url = context.settings.grafana.url
-        return Check(CheckStatus.NOT_CONFIGURED) if not url else Check.of(
-            await http_ready(url, "/api/health"))
+        return (
+            Check(CheckStatus.NOT_CONFIGURED)
+            if not url
+            else Check.of(await http_ready(url, "/api/health"))
+        )
 
     async def _elasticsearch(self, context: AppContext) -> Check:
         settings = context.settings.elasticsearch
-        return Check(CheckStatus.NOT_CONFIGURED) if not settings.url else Check.of(
-            await http_ready(settings.url, "/"))
+        return (
+            Check(CheckStatus.NOT_CONFIGURED)
+            if not settings.url
+            else Check.of(await http_ready(settings.url, "/"))
+        )
 
     async def _smtp(self, context: AppContext) -> Check:
         settings = context.settings.smtp
-        return Check(CheckStatus.NOT_CONFIGURED) if not settings.host else Check.of(
-            await tcp_ready(settings.host, settings.port))
+        return (
+            Check(CheckStatus.NOT_CONFIGURED)
+            if not settings.host
+            else Check.of(await tcp_ready(settings.host, settings.port))
+        )
 
     async def _kubernetes(self, context: AppContext) -> Check:
         # The Kubernetes runtime brings its own client and check; until it is selected there is

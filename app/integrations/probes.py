@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 import httpx
 
 
-async def http_ready(base_url: str, path: str, timeout: float = 2.0,
-                     headers: dict[str, str] | None = None) -> str | None:
+async def http_ready(
+    base_url: str, path: str, timeout: float = 2.0, headers: dict[str, str] | None = None
+) -> str | None:
     """None if `GET base_url + path` answers 2xx, else a short reason."""
     url = base_url.rstrip("/") + path
     try:

@@ -16,8 +16,10 @@ from app.core.context import AppContext
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT = Gauge("sextant_scheduler_heartbeat_timestamp_seconds",
-                  "Unix time of the periodic-job scheduler's last heartbeat")
+HEARTBEAT = Gauge(
+    "sextant_scheduler_heartbeat_timestamp_seconds",
+    "Unix time of the periodic-job scheduler's last heartbeat",
+)
 
 
 def build_scheduler(context: AppContext) -> AsyncIOScheduler:
@@ -33,6 +35,11 @@ def build_scheduler(context: AppContext) -> AsyncIOScheduler:
         context.scheduler_heartbeat = now
         HEARTBEAT.set(now.timestamp())
 
-    scheduler.add_job(heartbeat, "interval", seconds=interval, id="scheduler-heartbeat",
-                      next_run_time=context.clock.now() + timedelta(milliseconds=10))
+    scheduler.add_job(
+        heartbeat,
+        "interval",
+        seconds=interval,
+        id="scheduler-heartbeat",
+        next_run_time=context.clock.now() + timedelta(milliseconds=10),
+    )
     return scheduler

@@ -15,12 +15,22 @@ class AlertRecipient(Base):
     __tablename__ = "alert_recipients"
     __table_args__ = (
         # One address once per deployment, and once per workspace for workspace-wide recipients.
-        Index("uq_alert_recipients_deployment_email", "deployment_id", "email", unique=True,
-              sqlite_where=text("deployment_id IS NOT NULL"),
-              postgresql_where=text("deployment_id IS NOT NULL")),
-        Index("uq_alert_recipients_workspace_email", "workspace_id", "email", unique=True,
-              sqlite_where=text("deployment_id IS NULL"),
-              postgresql_where=text("deployment_id IS NULL")),
+        Index(
+            "uq_alert_recipients_deployment_email",
+            "deployment_id",
+            "email",
+            unique=True,
+            sqlite_where=text("deployment_id IS NOT NULL"),
+            postgresql_where=text("deployment_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_alert_recipients_workspace_email",
+            "workspace_id",
+            "email",
+            unique=True,
+            sqlite_where=text("deployment_id IS NULL"),
+            postgresql_where=text("deployment_id IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -39,5 +49,8 @@ class AlertRecipient(Base):
 
     def snapshot(self) -> dict[str, object]:
         """What the audit trail records of this recipient."""
-        return {"email": self.email, "display_name": self.display_name,
-                "min_severity": self.min_severity}
+        return {
+            "email": self.email,
+            "display_name": self.display_name,
+            "min_severity": self.min_severity,
+        }

@@ -13,7 +13,9 @@ from app.recipients.models import AlertRecipient
 
 def _owner(workspace_id: int, deployment_id: int | None) -> ColumnElement[bool]:
     if deployment_id is None:
-        return (AlertRecipient.workspace_id == workspace_id) & AlertRecipient.deployment_id.is_(None)
+        return (AlertRecipient.workspace_id == workspace_id) & AlertRecipient.deployment_id.is_(
+            None
+        )
     return AlertRecipient.deployment_id == deployment_id
 
 
@@ -29,7 +31,11 @@ async def get(
 
 
 async def email_taken(
-    session: AsyncSession, email: str, *, workspace_id: int, deployment_id: int | None,
+    session: AsyncSession,
+    email: str,
+    *,
+    workspace_id: int,
+    deployment_id: int | None,
     except_id: int | None = None,
 ) -> bool:
     """Whether the owner already has a recipient with this address."""
@@ -42,15 +48,22 @@ async def email_taken(
 
 
 async def page(
-    session: AsyncSession, *, workspace_id: int, deployment_id: int | None, limit: int,
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    deployment_id: int | None,
+    limit: int,
     offset: int,
 ) -> tuple[Sequence[AlertRecipient], int]:
     """An owner's recipients by address, with the total."""
     owner = _owner(workspace_id, deployment_id)
     total = await session.scalar(select(func.count()).select_from(AlertRecipient).where(owner))
     rows = await session.scalars(
-        select(AlertRecipient).where(owner).order_by(AlertRecipient.email, AlertRecipient.id)
-        .limit(limit).offset(offset)
+        select(AlertRecipient)
+        .where(owner)
+        .order_by(AlertRecipient.email, AlertRecipient.id)
+        .limit(limit)
+        .offset(offset)
     )
     return rows.all(), int(total or 0)
 
@@ -60,10 +73,14 @@ async def for_deployment(
 ) -> Sequence[AlertRecipient]:
     """Everyone who receives a deployment's alerts: its own recipients and its workspace's."""
     rows = await session.scalars(
-        select(AlertRecipient).where(
+        select(AlertRecipient)
+        .where(
             (AlertRecipient.deployment_id == deployment_id)
-            | ((AlertRecipient.workspace_id == workspace_id)
-               & AlertRecipient.deployment_id.is_(None))
-        ).order_by(AlertRecipient.email)
+            | (
+                (AlertRecipient.workspace_id == workspace_id)
+                & AlertRecipient.deployment_id.is_(None)
+            )
+        )
+        .order_by(AlertRecipient.email)
     )
     return rows.all()

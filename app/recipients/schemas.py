@@ -23,8 +23,9 @@ class RecipientCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: EmailStr = Field(max_length=320, examples=["oncall@example.com"])
-    min_severity: Severity = Field(default=Severity.WARNING,
-                                   description="The least severe alert this recipient wants")
+    min_severity: Severity = Field(
+        default=Severity.WARNING, description="The least severe alert this recipient wants"
+    )
     display_name: str = Field(default="", max_length=200)
 
 

@@ -61,8 +61,10 @@ class RecipientService:
         """The API view of a recipient."""
         scope = "workspace" if recipient.deployment_id is None else "deployment"
         return RecipientRead.model_validate(
-            {**{f: getattr(recipient, f) for f in RecipientRead.model_fields if f != "scope"},
-             "scope": scope}
+            {
+                **{f: getattr(recipient, f) for f in RecipientRead.model_fields if f != "scope"},
+                "scope": scope,
+            }
         )
 
     async def add(
@@ -70,24 +72,39 @@ class RecipientService:
     ) -> AlertRecipient:
         """Subscribe an address; the same address twice for one owner is a conflict."""
         email = _normalize(data.email)
-        if await repository.email_taken(session, email, workspace_id=owner.workspace_id,
-                                        deployment_id=owner.deployment_id):
+        if await repository.email_taken(
+            session, email, workspace_id=owner.workspace_id, deployment_id=owner.deployment_id
+        ):
             raise Conflict(f"{email} is already a recipient of {owner.label}")
         recipient = AlertRecipient(
-            workspace_id=owner.workspace_id, deployment_id=owner.deployment_id, email=email,
-            display_name=data.display_name, min_severity=data.min_severity.value,
+            workspace_id=owner.workspace_id,
+            deployment_id=owner.deployment_id,
+            email=email,
+            display_name=data.display_name,
+            min_severity=data.min_severity.value,
         )
         session.add(recipient)
         await session.flush()
-        audit.record(session, principal, action="recipient.create", resource_type="recipient",
-                     resource_id=str(recipient.id), workspace_id=owner.workspace_id,
-                     deployment_id=owner.deployment_id, after=recipient.snapshot())
+        audit.record(
+            session,
+            principal,
+            action="recipient.create",
+            resource_type="recipient",
+            resource_id=str(recipient.id),
+            workspace_id=owner.workspace_id,
+            deployment_id=owner.deployment_id,
+            after=recipient.snapshot(),
+        )
         return recipient
 
     async def get(self, session: AsyncSession, owner: Owner, recipient_id: int) -> AlertRecipient:
         """One recipient of the owner."""
-        recipient = await repository.get(session, recipient_id, workspace_id=owner.workspace_id,
-                                         deployment_id=owner.deployment_id)
+        recipient = await repository.get(
+            session,
+            recipient_id,
+            workspace_id=owner.workspace_id,
+            deployment_id=owner.deployment_id,
+        )
         if recipient is None:
             raise NotFound(f"recipient {recipient_id} of {owner.label} not found")
         return recipient
@@ -97,14 +114,22 @@ class RecipientService:
     ) -> Page[RecipientRead]:
         """The owner's recipients."""
         rows, total = await repository.page(
-            session, workspace_id=owner.workspace_id, deployment_id=owner.deployment_id,
-            limit=page.limit, offset=page.offset,
+            session,
+            workspace_id=owner.workspace_id,
+            deployment_id=owner.deployment_id,
+            limit=page.limit,
+            offset=page.offset,
         )
-        return Page[RecipientRead](items=[self.view(r) for r in rows], total=total,
-                                   limit=page.limit, offset=page.offset)
+        return Page[RecipientRead](
+            items=[self.view(r) for r in rows], total=total, limit=page.limit, offset=page.offset
+        )
 
     async def update(
-        self, session: AsyncSession, principal: Principal, owner: Owner, recipient_id: int,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        owner: Owner,
+        recipient_id: int,
         data: RecipientUpdate,
     ) -> AlertRecipient:
         """Change a recipient's address, name or minimum severity."""
@@ -112,9 +137,13 @@ class RecipientService:
         before = recipient.snapshot()
         if data.email is not None:
             email = _normalize(data.email)
-            if await repository.email_taken(session, email, workspace_id=owner.workspace_id,
-                                            deployment_id=owner.deployment_id,
-                                            except_id=recipient.id):
+            if await repository.email_taken(
+                session,
+                email,
+                workspace_id=owner.workspace_id,
+                deployment_id=owner.deployment_id,
+                except_id=recipient.id,
+            ):
                 raise Conflict(f"{email} is already a recipient of {owner.label}")
             recipient.email = email
         if data.display_name is not None:
@@ -122,10 +151,17 @@ class RecipientService:
         if data.min_severity is not None:
             recipient.min_severity = data.min_severity.value
         await session.flush()
-        audit.record(session, principal, action="recipient.update", resource_type="recipient",
-                     resource_id=str(recipient.id), workspace_id=owner.workspace_id,
-                     deployment_id=owner.deployment_id, before=before,
-                     after=recipient.snapshot())
+        audit.record(
+            session,
+            principal,
+            action="recipient.update",
+            resource_type="recipient",
+            resource_id=str(recipient.id),
+            workspace_id=owner.workspace_id,
+            deployment_id=owner.deployment_id,
+            before=before,
+            after=recipient.snapshot(),
+        )
         return recipient
 
     async def remove(
@@ -133,9 +169,16 @@ class RecipientService:
     ) -> None:
         """Unsubscribe a recipient, effective at once."""
         recipient = await self.get(session, owner, recipient_id)
-        audit.record(session, principal, action="recipient.delete", resource_type="recipient",
-                     resource_id=str(recipient.id), workspace_id=owner.workspace_id,
-                     deployment_id=owner.deployment_id, before=recipient.snapshot())
+        audit.record(
+            session,
+            principal,
+            action="recipient.delete",
+            resource_type="recipient",
+            resource_id=str(recipient.id),
+            workspace_id=owner.workspace_id,
+            deployment_id=owner.deployment_id,
+            before=recipient.snapshot(),
+        )
         await session.delete(recipient)
         await session.flush()
 

@@ -31,5 +31,9 @@ class ApiToken(Base):
 
     def snapshot(self) -> dict[str, object]:
         """What the audit trail records of this token (never its secret)."""
-        return {"id": self.id, "name": self.name, "role": self.role,
-                "revoked": self.revoked_at is not None}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "revoked": self.revoked_at is not None,
+        }

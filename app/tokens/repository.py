@@ -16,7 +16,11 @@ async def get(session: AsyncSession, token_id: str) -> ApiToken | None:
 
 
 async def page(
-    session: AsyncSession, *, workspace_id: int | None, deployment_id: int | None, limit: int,
+    session: AsyncSession,
+    *,
+    workspace_id: int | None,
+    deployment_id: int | None,
+    limit: int,
     offset: int,
 ) -> tuple[Sequence[ApiToken], int]:
     """Tokens bound to a workspace (or one deployment), or all tokens, newest first."""

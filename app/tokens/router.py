@@ -14,8 +14,7 @@ from app.tokens.dependencies import PrincipalDep
 from app.tokens.schemas import TokenCreate, TokenCreated, TokenRead
 from app.tokens.service import tokens
 
-router = APIRouter(prefix="/workspaces/{workspace}/tokens", tags=["tokens"],
-                   responses=API_ERRORS)
+router = APIRouter(prefix="/workspaces/{workspace}/tokens", tags=["tokens"], responses=API_ERRORS)
 
 WorkspaceName = Annotated[str, Path(max_length=NAME_MAX_LENGTH, description="Workspace name")]
 TokenId = Annotated[str, Path(min_length=1, max_length=32, description="Token id")]
@@ -31,7 +30,9 @@ async def create_token(
 
 @router.get("", response_model=Page[TokenRead])
 async def list_tokens(
-    workspace: WorkspaceName, session: SessionDep, principal: PrincipalDep,
+    workspace: WorkspaceName,
+    session: SessionDep,
+    principal: PrincipalDep,
     page: Annotated[PageParams, Depends(page_params)],
 ) -> Page[TokenRead]:
     """Tokens bound to the workspace (a deployment admin sees its deployment's)."""
@@ -40,7 +41,10 @@ async def list_tokens(
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_token(
-    workspace: WorkspaceName, token_id: TokenId, session: SessionDep, principal: PrincipalDep,
+    workspace: WorkspaceName,
+    token_id: TokenId,
+    session: SessionDep,
+    principal: PrincipalDep,
     clock: ClockDep,
 ) -> None:
     """Revoke a token; it stops working at once."""

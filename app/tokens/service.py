@@ -62,26 +62,47 @@ class TokenService:
         now = clock.now()
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:
             token.last_used_at = now
-        return Principal(token_id=token.id, name=token.name, role=Role(token.role),
-                         workspace_id=token.workspace_id, deployment_id=token.deployment_id)
+        return Principal(
+            token_id=token.id,
+            name=token.name,
+            role=Role(token.role),
+            workspace_id=token.workspace_id,
+            deployment_id=token.deployment_id,
+        )
 
     async def view(self, session: AsyncSession, token: ApiToken) -> TokenRead:
         """The API view of a token (never its secret)."""
-        workspace = (await workspace_repository.get(session, token.workspace_id)
-                     if token.workspace_id is not None else None)
-        deployment = (await deployment_repository.get(session, token.deployment_id)
-                      if token.deployment_id is not None else None)
+        workspace = (
+            await workspace_repository.get(session, token.workspace_id)
+            if token.workspace_id is not None
+            else None
+        )
+        deployment = (
+            await deployment_repository.get(session, token.deployment_id)
+            if token.deployment_id is not None
+            else None
+        )
         return TokenRead(
-            id=token.id, name=token.name, role=Role(token.role),
+            id=token.id,
+            name=token.name,
+            role=Role(token.role),
             workspace=workspace.name if workspace else None,
-            deployment=deployment.name if deployment else None, created_by=token.created_by,
-            created_at=token.created_at, last_used_at=token.last_used_at,
+            deployment=deployment.name if deployment else None,
+            created_by=token.created_by,
+            created_at=token.created_at,
+            last_used_at=token.last_used_at,
             revoked_at=token.revoked_at,
         )
 
     async def create(
-        self, session: AsyncSession, principal: Principal, *, name: str, role: Role,
-        workspace_name: str | None, deployment_name: str | None,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        name: str,
+        role: Role,
+        workspace_name: str | None,
+        deployment_name: str | None,
     ) -> TokenCreated:
         """Issue a token; the plaintext is in the answer and nowhere else."""
         if not principal.can_grant(role):
@@ -91,35 +112,58 @@ class TokenService:
         )
         issued = issue_token()
         token = ApiToken(
-            id=issued.token_id, name=name, role=role.value, workspace_id=workspace_id,
-            deployment_id=deployment_id, secret_hash=issued.secret_hash,
+            id=issued.token_id,
+            name=name,
+            role=role.value,
+            workspace_id=workspace_id,
+            deployment_id=deployment_id,
+            secret_hash=issued.secret_hash,
             created_by=principal.name,
         )
         session.add(token)
         await session.flush()
-        audit.record(session, principal, action="token.create", resource_type="token",
-                     resource_id=token.id, workspace_id=workspace_id,
-                     deployment_id=deployment_id, after=token.snapshot())
+        audit.record(
+            session,
+            principal,
+            action="token.create",
+            resource_type="token",
+            resource_id=token.id,
+            workspace_id=workspace_id,
+            deployment_id=deployment_id,
+            after=token.snapshot(),
+        )
         view = await self.view(session, token)
         return TokenCreated(**view.model_dump(), token=issued.plaintext)
 
     async def _binding(
-        self, session: AsyncSession, principal: Principal, role: Role,
-        workspace_name: str | None, deployment_name: str | None,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        role: Role,
+        workspace_name: str | None,
+        deployment_name: str | None,
     ) -> tuple[int | None, int | None]:
         if role.scope is Scope.SYSTEM:
             if workspace_name or deployment_name:
                 raise InvalidInput.for_field("role", "system-admin is not bound to a workspace")
             return None, None
+        if workspace_name is None and role.scope is Scope.DEPLOYMENT and deployment_name:
+            # A deployment names its workspace; asking for both would only invite mismatches.
+            found = await deployment_repository.get_by_name(session, deployment_name)
+            if found is None or not principal.can_see(found.workspace_id, found.id):
+                raise NotFound(f"deployment {deployment_name!r} not found")
+            owner = await workspace_repository.get(session, found.workspace_id)
+            workspace_name = owner.name if owner else None
         if workspace_name is None:
             raise InvalidInput.for_field("workspace", f"{role.value} needs a workspace")
-        workspace = await workspaces.resolve(session, principal, workspace_name,
-                                             Action.TOKEN_MANAGE)
+        workspace = await workspaces.resolve(
+            session, principal, workspace_name, Action.TOKEN_MANAGE
+        )
         if role.scope is Scope.WORKSPACE:
             if deployment_name is not None:
-                raise InvalidInput.for_field("deployment",
-                                             f"{role.value} is bound to a workspace, not a "
-                                             "deployment")
+                raise InvalidInput.for_field(
+                    "deployment", f"{role.value} is bound to a workspace, not a deployment"
+                )
             return workspace.id, None
         if deployment_name is None:
             raise InvalidInput.for_field("deployment", f"{role.value} needs a deployment")
@@ -135,31 +179,53 @@ class TokenService:
         self, session: AsyncSession, principal: Principal, workspace_name: str, data: TokenCreate
     ) -> TokenCreated:
         """Issue a token bound to a workspace, or to a deployment in it."""
-        return await self.create(session, principal, name=data.name, role=data.role,
-                                 workspace_name=workspace_name, deployment_name=data.deployment)
+        return await self.create(
+            session,
+            principal,
+            name=data.name,
+            role=data.role,
+            workspace_name=workspace_name,
+            deployment_name=data.deployment,
+        )
 
     async def list(
-        self, session: AsyncSession, principal: Principal, page: PageParams,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        page: PageParams,
         workspace_name: str | None = None,
     ) -> Page[TokenRead]:
         """Tokens the caller manages: a workspace's (or its deployment's), or all for the CLI."""
         workspace_id = deployment_id = None
         if workspace_name is not None:
-            workspace = await workspaces.resolve(session, principal, workspace_name,
-                                                 Action.TOKEN_MANAGE)
+            workspace = await workspaces.resolve(
+                session, principal, workspace_name, Action.TOKEN_MANAGE
+            )
             workspace_id = workspace.id
             if principal.role.scope is Scope.DEPLOYMENT:
                 deployment_id = principal.deployment_id
         elif principal.role is not Role.SYSTEM_ADMIN:
             raise Forbidden("only system administrators list every token")
-        rows, total = await repository.page(session, workspace_id=workspace_id,
-                                            deployment_id=deployment_id, limit=page.limit,
-                                            offset=page.offset)
-        return Page[TokenRead](items=[await self.view(session, t) for t in rows], total=total,
-                               limit=page.limit, offset=page.offset)
+        rows, total = await repository.page(
+            session,
+            workspace_id=workspace_id,
+            deployment_id=deployment_id,
+            limit=page.limit,
+            offset=page.offset,
+        )
+        return Page[TokenRead](
+            items=[await self.view(session, t) for t in rows],
+            total=total,
+            limit=page.limit,
+            offset=page.offset,
+        )
 
     async def revoke(
-        self, session: AsyncSession, principal: Principal, token_id: str, clock: Clock,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        token_id: str,
+        clock: Clock,
         workspace_name: str | None = None,
     ) -> ApiToken:
         """Revoke a token at once; revoking twice is harmless."""
@@ -168,8 +234,9 @@ class TokenService:
         if token is None:
             raise NotFound(missing)
         if workspace_name is not None:
-            workspace = await workspaces.resolve(session, principal, workspace_name,
-                                                 Action.TOKEN_MANAGE)
+            workspace = await workspaces.resolve(
+                session, principal, workspace_name, Action.TOKEN_MANAGE
+            )
             if token.workspace_id != workspace.id:
                 raise NotFound(missing)
             if principal.role.scope is Scope.DEPLOYMENT and (
@@ -182,10 +249,17 @@ class TokenService:
             before = token.snapshot()
             token.revoked_at = clock.now()
             await session.flush()
-            audit.record(session, principal, action="token.revoke", resource_type="token",
-                         resource_id=token.id, workspace_id=token.workspace_id,
-                         deployment_id=token.deployment_id, before=before,
-                         after=token.snapshot())
+            audit.record(
+                session,
+                principal,
+                action="token.revoke",
+                resource_type="token",
+                resource_id=token.id,
+                workspace_id=token.workspace_id,
+                deployment_id=token.deployment_id,
+                before=before,
+                after=token.snapshot(),
+            )
         return token
 
 

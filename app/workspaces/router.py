@@ -31,7 +31,8 @@ async def create_workspace(
 
 @router.get("", response_model=Page[WorkspaceRead])
 async def list_workspaces(
-    session: SessionDep, principal: PrincipalDep,
+    session: SessionDep,
+    principal: PrincipalDep,
     page: Annotated[PageParams, Depends(page_params)],
 ) -> Page[WorkspaceRead]:
     """The workspaces visible to the caller."""
@@ -49,7 +50,9 @@ async def get_workspace(
 
 @router.patch("/{workspace}", response_model=WorkspaceRead)
 async def update_workspace(
-    workspace: WorkspaceName, data: WorkspaceUpdate, session: SessionDep,
+    workspace: WorkspaceName,
+    data: WorkspaceUpdate,
+    session: SessionDep,
     principal: PrincipalDep,
 ) -> WorkspaceRead:
     """Rename a workspace or change its description."""

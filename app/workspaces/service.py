@@ -40,9 +40,15 @@ class WorkspaceService:
         workspace = Workspace(name=data.name, description=data.description)
         session.add(workspace)
         await session.flush()
-        audit.record(session, principal, action="workspace.create", resource_type="workspace",
-                     resource_id=workspace.name, workspace_id=workspace.id,
-                     after=workspace.snapshot())
+        audit.record(
+            session,
+            principal,
+            action="workspace.create",
+            resource_type="workspace",
+            resource_id=workspace.name,
+            workspace_id=workspace.id,
+            after=workspace.snapshot(),
+        )
         return workspace
 
     async def list(
@@ -54,8 +60,10 @@ class WorkspaceService:
             session, only_id=only_id, limit=page.limit, offset=page.offset
         )
         return Page[WorkspaceRead](
-            items=[WorkspaceRead.model_validate(w) for w in rows], total=total,
-            limit=page.limit, offset=page.offset,
+            items=[WorkspaceRead.model_validate(w) for w in rows],
+            total=total,
+            limit=page.limit,
+            offset=page.offset,
         )
 
     async def update(
@@ -71,9 +79,16 @@ class WorkspaceService:
         if data.description is not None:
             workspace.description = data.description
         await session.flush()
-        audit.record(session, principal, action="workspace.update", resource_type="workspace",
-                     resource_id=workspace.name, workspace_id=workspace.id, before=before,
-                     after=workspace.snapshot())
+        audit.record(
+            session,
+            principal,
+            action="workspace.update",
+            resource_type="workspace",
+            resource_id=workspace.name,
+            workspace_id=workspace.id,
+            before=before,
+            after=workspace.snapshot(),
+        )
         return workspace
 
     async def delete(self, session: AsyncSession, principal: Principal, name: str) -> None:
@@ -84,9 +99,15 @@ class WorkspaceService:
             raise Conflict(
                 f"workspace {name!r} still has {remaining} deployment(s); delete them first"
             )
-        audit.record(session, principal, action="workspace.delete", resource_type="workspace",
-                     resource_id=workspace.name, workspace_id=workspace.id,
-                     before=workspace.snapshot())
+        audit.record(
+            session,
+            principal,
+            action="workspace.delete",
+            resource_type="workspace",
+            resource_id=workspace.name,
+            workspace_id=workspace.id,
+            before=workspace.snapshot(),
+        )
         await session.delete(workspace)
         await session.flush()
 
