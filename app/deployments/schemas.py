@@ -13,7 +13,7 @@ from app.deployments.spec import Executor
 CPU_PATTERN = r"^\d+(\.\d{1,3})?m?$"
 MEMORY_PATTERN = r"^\d+(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 AIRFLOW_VERSION_PATTERN = r"^3\.\d+\.\d+$"
-DEFAULT_AIRFLOW_VERSION = "3.1.3"
+DEFAULT_AIRFLOW_VERSION = "3.3.2"
 
 
 class DeploymentStatus(StrEnum):

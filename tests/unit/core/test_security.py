@@ -96,7 +96,8 @@ def test_issued_token_round_trips_and_only_its_secret_matches() -> None:
 
 
 @pytest.mark.parametrize(
-    "plaintext", ["", "sxt", "sxt_", "abc_0123456789abcdef_s", "sxt_short_secret", "sxt_0123456789abcdef_"]
+    "plaintext",
+    ["", "sxt", "sxt_", "abc_0123456789abcdef_s", "sxt_short_secret", "sxt_0123456789abcdef_"],
 )
 def test_malformed_tokens_are_rejected(plaintext: str) -> None:
     assert split_token(plaintext) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.deployments.schemas import ComponentSpecIn, ComponentsIn
+from app.deployments.schemas import ComponentsIn, ComponentSpecIn
 from app.deployments.spec import Executor, cpu_millicores, memory_bytes
 from app.deployments.validation import check_spec, merge_components
 
