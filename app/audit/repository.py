@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
+from app.core.pagination import PageParams, fetch_page
 
 
 def add(session: AsyncSession, event: AuditEvent) -> None:
@@ -30,21 +31,13 @@ def _conditions(
 
 async def page(
     session: AsyncSession,
+    params: PageParams,
     *,
     workspace_id: int | None,
     deployment_id: int | None,
     action: str | None,
-    limit: int,
-    offset: int,
 ) -> tuple[Sequence[AuditEvent], int]:
     """Newest events first, with the total that matched."""
     conditions = _conditions(workspace_id, deployment_id, action)
-    total = await session.scalar(select(func.count()).select_from(AuditEvent).where(*conditions))
-    rows = await session.scalars(
-        select(AuditEvent)
-        .where(*conditions)
-        .order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return rows.all(), int(total or 0)
+    order = [AuditEvent.occurred_at.desc(), AuditEvent.id.desc()]
+    return await fetch_page(session, AuditEvent, conditions, order, params)

@@ -60,30 +60,20 @@ class AuditService:
         action: str | None = None,
     ) -> Page[AuditEventRead]:
         """The events the caller may read: all for system admins, its own scope for the others."""
-        deployment_id = None
-        scope = principal.role.scope
-        if scope is not Scope.SYSTEM:
+        if principal.role.scope is not Scope.SYSTEM:
             if not principal.may(Action.AUDIT_READ):
                 raise Forbidden(f"role {principal.role.value} may not read the audit trail")
             if workspace_id is not None and workspace_id != principal.workspace_id:
                 raise NotFound("workspace not found")
-            workspace_id = principal.workspace_id
-            if scope is Scope.DEPLOYMENT:
-                deployment_id = principal.deployment_id
+        reach_workspace, deployment_id = principal.reach()
         rows, total = await repository.page(
             session,
-            workspace_id=workspace_id,
+            page,
+            workspace_id=reach_workspace or workspace_id,
             deployment_id=deployment_id,
             action=action,
-            limit=page.limit,
-            offset=page.offset,
         )
-        return Page[AuditEventRead](
-            items=[AuditEventRead.model_validate(r) for r in rows],
-            total=total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return Page.of([AuditEventRead.model_validate(r) for r in rows], total, page)
 
 
 audit = AuditService()

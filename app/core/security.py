@@ -112,6 +112,13 @@ class Principal:
             return self.deployment_id == deployment_id
         return True
 
+    def reach(self) -> tuple[int | None, int | None]:
+        """(workspace id, deployment id) a listing is limited to; None where it is not."""
+        scope = self.role.scope
+        if scope is Scope.SYSTEM:
+            return None, None
+        return self.workspace_id, self.deployment_id if scope is Scope.DEPLOYMENT else None
+
     def may(self, action: Action) -> bool:
         """Whether the role allows the action at all."""
         return action in PERMISSIONS[self.role]

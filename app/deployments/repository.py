@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.pagination import PageParams, fetch_page
 from app.deployments.models import Deployment
 
 
@@ -35,21 +36,15 @@ async def count_in_workspace(session: AsyncSession, workspace_id: int) -> int:
 
 async def page(
     session: AsyncSession,
+    params: PageParams,
     *,
     workspace_id: int | None,
     deployment_id: int | None,
-    limit: int,
-    offset: int,
 ) -> tuple[Sequence[Deployment], int]:
-    """Deployments by name, filtered to a workspace and/or one deployment, with the total."""
-    query = select(Deployment)
-    count = select(func.count()).select_from(Deployment)
+    """Deployments by name, limited to a workspace and/or one deployment, with the total."""
+    conditions = []
     if workspace_id is not None:
-        query = query.where(Deployment.workspace_id == workspace_id)
-        count = count.where(Deployment.workspace_id == workspace_id)
+        conditions.append(Deployment.workspace_id == workspace_id)
     if deployment_id is not None:
-        query = query.where(Deployment.id == deployment_id)
-        count = count.where(Deployment.id == deployment_id)
-    total = await session.scalar(count)
-    rows = await session.scalars(query.order_by(Deployment.name).limit(limit).offset(offset))
-    return rows.all(), int(total or 0)
+        conditions.append(Deployment.id == deployment_id)
+    return await fetch_page(session, Deployment, conditions, [Deployment.name], params)

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.service import audit
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.pagination import Page, PageParams
-from app.core.security import Action, Principal, Scope
+from app.core.security import Action, Principal
 from app.deployments import repository
 from app.deployments.models import Deployment
 from app.deployments.schemas import (
@@ -116,30 +116,16 @@ class DeploymentService:
         workspace_name: str | None = None,
     ) -> Page[DeploymentRead]:
         """The deployments visible to the caller, optionally in one workspace."""
-        workspace_id = None
+        workspace_id, deployment_id = principal.reach()
         if workspace_name is not None:
             workspace = await workspaces.resolve(
                 session, principal, workspace_name, Action.DEPLOYMENT_READ
             )
             workspace_id = workspace.id
-        deployment_id = None
-        if principal.role.scope is not Scope.SYSTEM:
-            workspace_id = principal.workspace_id
-            if principal.role.scope is Scope.DEPLOYMENT:
-                deployment_id = principal.deployment_id
         rows, total = await repository.page(
-            session,
-            workspace_id=workspace_id,
-            deployment_id=deployment_id,
-            limit=page.limit,
-            offset=page.offset,
+            session, page, workspace_id=workspace_id, deployment_id=deployment_id
         )
-        return Page[DeploymentRead](
-            items=[await self.read(session, d) for d in rows],
-            total=total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return Page.of([await self.read(session, d) for d in rows], total, page)
 
     async def update(
         self, session: AsyncSession, principal: Principal, name: str, data: DeploymentUpdate

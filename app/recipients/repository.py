@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
+from app.core.pagination import PageParams, fetch_page
 from app.recipients.models import AlertRecipient
 
 
@@ -48,24 +49,13 @@ async def email_taken(
 
 
 async def page(
-    session: AsyncSession,
-    *,
-    workspace_id: int,
-    deployment_id: int | None,
-    limit: int,
-    offset: int,
+    session: AsyncSession, params: PageParams, *, workspace_id: int, deployment_id: int | None
 ) -> tuple[Sequence[AlertRecipient], int]:
     """An owner's recipients by address, with the total."""
-    owner = _owner(workspace_id, deployment_id)
-    total = await session.scalar(select(func.count()).select_from(AlertRecipient).where(owner))
-    rows = await session.scalars(
-        select(AlertRecipient)
-        .where(owner)
-        .order_by(AlertRecipient.email, AlertRecipient.id)
-        .limit(limit)
-        .offset(offset)
+    order = [AlertRecipient.email, AlertRecipient.id]
+    return await fetch_page(
+        session, AlertRecipient, [_owner(workspace_id, deployment_id)], order, params
     )
-    return rows.all(), int(total or 0)
 
 
 async def for_deployment(

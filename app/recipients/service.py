@@ -114,15 +114,9 @@ class RecipientService:
     ) -> Page[RecipientRead]:
         """The owner's recipients."""
         rows, total = await repository.page(
-            session,
-            workspace_id=owner.workspace_id,
-            deployment_id=owner.deployment_id,
-            limit=page.limit,
-            offset=page.offset,
+            session, page, workspace_id=owner.workspace_id, deployment_id=owner.deployment_id
         )
-        return Page[RecipientRead](
-            items=[self.view(r) for r in rows], total=total, limit=page.limit, offset=page.offset
-        )
+        return Page.of([self.view(r) for r in rows], total, page)
 
     async def update(
         self,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.pagination import PageParams, fetch_page
 from app.tokens.models import ApiToken
 
 
@@ -17,23 +17,16 @@ async def get(session: AsyncSession, token_id: str) -> ApiToken | None:
 
 async def page(
     session: AsyncSession,
+    params: PageParams,
     *,
     workspace_id: int | None,
     deployment_id: int | None,
-    limit: int,
-    offset: int,
 ) -> tuple[Sequence[ApiToken], int]:
     """Tokens bound to a workspace (or one deployment), or all tokens, newest first."""
-    query = select(ApiToken)
-    count = select(func.count()).select_from(ApiToken)
+    conditions = []
     if workspace_id is not None:
-        query = query.where(ApiToken.workspace_id == workspace_id)
-        count = count.where(ApiToken.workspace_id == workspace_id)
+        conditions.append(ApiToken.workspace_id == workspace_id)
     if deployment_id is not None:
-        query = query.where(ApiToken.deployment_id == deployment_id)
-        count = count.where(ApiToken.deployment_id == deployment_id)
-    total = await session.scalar(count)
-    rows = await session.scalars(
-        query.order_by(ApiToken.created_at.desc(), ApiToken.id).limit(limit).offset(offset)
-    )
-    return rows.all(), int(total or 0)
+        conditions.append(ApiToken.deployment_id == deployment_id)
+    order = [ApiToken.created_at.desc(), ApiToken.id]
+    return await fetch_page(session, ApiToken, conditions, order, params)

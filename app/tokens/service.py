@@ -196,29 +196,18 @@ class TokenService:
         workspace_name: str | None = None,
     ) -> Page[TokenRead]:
         """Tokens the caller manages: a workspace's (or its deployment's), or all for the CLI."""
-        workspace_id = deployment_id = None
+        workspace_id, deployment_id = principal.reach()
         if workspace_name is not None:
             workspace = await workspaces.resolve(
                 session, principal, workspace_name, Action.TOKEN_MANAGE
             )
             workspace_id = workspace.id
-            if principal.role.scope is Scope.DEPLOYMENT:
-                deployment_id = principal.deployment_id
         elif principal.role is not Role.SYSTEM_ADMIN:
             raise Forbidden("only system administrators list every token")
         rows, total = await repository.page(
-            session,
-            workspace_id=workspace_id,
-            deployment_id=deployment_id,
-            limit=page.limit,
-            offset=page.offset,
+            session, page, workspace_id=workspace_id, deployment_id=deployment_id
         )
-        return Page[TokenRead](
-            items=[await self.view(session, t) for t in rows],
-            total=total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return Page.of([await self.view(session, t) for t in rows], total, page)
 
     async def revoke(
         self,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.pagination import PageParams, fetch_page
 from app.workspaces.models import Workspace
 
 
@@ -21,17 +22,11 @@ async def get(session: AsyncSession, workspace_id: int) -> Workspace | None:
 
 
 async def page(
-    session: AsyncSession, *, only_id: int | None, limit: int, offset: int
+    session: AsyncSession, params: PageParams, *, only_id: int | None
 ) -> tuple[Sequence[Workspace], int]:
     """Workspaces by name (only one when `only_id` is given), with the total."""
-    query = select(Workspace)
-    count = select(func.count()).select_from(Workspace)
-    if only_id is not None:
-        query = query.where(Workspace.id == only_id)
-        count = count.where(Workspace.id == only_id)
-    total = await session.scalar(count)
-    rows = await session.scalars(query.order_by(Workspace.name).limit(limit).offset(offset))
-    return rows.all(), int(total or 0)
+    conditions = [] if only_id is None else [Workspace.id == only_id]
+    return await fetch_page(session, Workspace, conditions, [Workspace.name], params)
 
 
 async def name_taken(session: AsyncSession, name: str) -> bool:

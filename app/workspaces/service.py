@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.service import audit
 from app.core.errors import Conflict, Forbidden, NotFound
 from app.core.pagination import Page, PageParams
-from app.core.security import Action, Principal, Scope
+from app.core.security import Action, Principal
 from app.deployments import repository as deployment_repository
 from app.workspaces import repository
 from app.workspaces.models import Workspace
@@ -55,16 +55,9 @@ class WorkspaceService:
         self, session: AsyncSession, principal: Principal, page: PageParams
     ) -> Page[WorkspaceRead]:
         """The workspaces visible to the caller."""
-        only_id = None if principal.role.scope is Scope.SYSTEM else principal.workspace_id
-        rows, total = await repository.page(
-            session, only_id=only_id, limit=page.limit, offset=page.offset
-        )
-        return Page[WorkspaceRead](
-            items=[WorkspaceRead.model_validate(w) for w in rows],
-            total=total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        only_id, _ = principal.reach()
+        rows, total = await repository.page(session, page, only_id=only_id)
+        return Page.of([WorkspaceRead.model_validate(w) for w in rows], total, page)
 
     async def update(
         self, session: AsyncSession, principal: Principal, name: str, data: WorkspaceUpdate
