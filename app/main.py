@@ -24,6 +24,8 @@ from app.core.migrations import DatabaseNotMigrated, current_revision, head_revi
 from app.core.settings import Settings, get_settings
 from app.health.router import router as health_router
 from app.jobs.scheduler import build_scheduler
+from app.provisioning.registry import build_targets
+from app.provisioning.targets import Target
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +51,15 @@ async def ensure_schema(settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    targets: list[Target] | None = None,
+) -> FastAPI:
     """A Sextant application for the given settings (from the environment by default)."""
     settings = settings or get_settings()
     clock = clock or SystemClock()
+    targets = build_targets(settings) if targets is None else targets
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,7 +73,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             started_at=clock.now(),
         )
         app.state.context = context
-        scheduler = build_scheduler(context) if settings.scheduler.enabled else None
+        app.state.targets = targets
+        scheduler = build_scheduler(context, targets) if settings.scheduler.enabled else None
         if scheduler is not None:
             scheduler.start()
         logger.info(

@@ -7,6 +7,7 @@ def load_all_models() -> None:
     """Register every domain's tables on the shared metadata."""
     import app.audit.models
     import app.deployments.models
+    import app.provisioning.models
     import app.recipients.models
     import app.tokens.models
     import app.workspaces.models  # noqa: F401

@@ -52,7 +52,8 @@ APT_CHECKS=(
 has_binary() {
   case "$1" in
     /*) [ -x "$1" ] ;;
-    *) command -v "$1" >/dev/null 2>&1 ;;
+    # pgbouncer lives in /usr/sbin, which is not on every user's PATH.
+    *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] ;;
   esac
 }
 
@@ -68,10 +69,28 @@ missing_apt_packages() {
   done
 }
 
-# PIDs of the daemons these packages ship, so that we stop exactly those a postinst started.
-daemon_pids() {
-  ps -eo pid=,comm= | awk '$2 ~ /^(postgres|redis-server|pgbouncer|prometheus|prometheus-ale)/ {print $1}' \
-    | sort
+POLICY=/usr/sbin/policy-rc.d
+POLICY_BACKUP=""
+
+restore_policy() {
+  if [ -n "$POLICY_BACKUP" ]; then
+    mv "$POLICY_BACKUP" "$POLICY"
+  else
+    rm -f "$POLICY"
+  fi
+}
+
+# Should a postinst start its daemon anyway, stop the packaged instance through its init script:
+# it finds the daemon by its pid file, so other servers (the tests' own) are left alone.
+stop_packaged_daemons() {
+  local pkg script
+  for pkg in "$@"; do
+    script="/etc/init.d/$pkg"
+    if [ -x "$script" ] && "$script" status >/dev/null 2>&1; then
+      warn "stopping $pkg, which its package started"
+      "$script" stop >/dev/null 2>&1 || true
+    fi
+  done
 }
 
 install_apt_packages() {
@@ -89,28 +108,20 @@ install_apt_packages() {
   fi
   say "installing apt packages: ${packages[*]}"
   # Nothing may start listening during the install: without systemd, invoke-rc.d asks
-  # policy-rc.d, and 101 means "do not start". Only add one if the machine has none.
-  local policy=/usr/sbin/policy-rc.d added_policy=0 before
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    added_policy=1
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  # policy-rc.d, and 101 means "do not start". Ours stands in for any other until we are done.
+  if [ -e "$POLICY" ]; then
+    POLICY_BACKUP="$(mktemp)"
+    cp -p "$POLICY" "$POLICY_BACKUP"
   fi
-  before="$(daemon_pids)"
+  trap restore_policy EXIT
+  printf '#!/bin/sh\nexit 101\n' >"$POLICY"
+  chmod 755 "$POLICY"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-  if [ "$added_policy" -eq 1 ]; then
-    rm -f "$policy"
-    trap - EXIT
-  fi
-  # Belt and braces: stop any daemon that appeared during the install anyway.
-  local pid
-  for pid in $(comm -13 <(printf '%s\n' "$before") <(daemon_pids)); do
-    warn "stopping daemon started by the install: $(ps -o comm= -p "$pid" || true) (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-  done
+  restore_policy
+  trap - EXIT
+  stop_packaged_daemons "${packages[@]}"
 }
 
 check_java() {
@@ -188,8 +199,14 @@ install_elasticsearch() {
     say "installing elasticsearch $ES_VERSION from Maven Central ..."
     mkdir -p "$download"
     # The local repository sits in the tools dir too, so a re-install needs no download.
-    mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$TOOLS/m2" "$MAVEN_DEPENDENCY_PLUGIN:copy" \
-      -Dartifact="$ES_ARTIFACT" -DoutputDirectory="$download"
+    # Maven prints its errors on stdout among colour codes: keep the output for a failure only.
+    if ! mvn -B -q -Dmaven.repo.local="$TOOLS/m2" "$MAVEN_DEPENDENCY_PLUGIN:copy" \
+      -Dartifact="$ES_ARTIFACT" -DoutputDirectory="$download" >"$download/mvn.log" 2>&1; then
+      cat "$download/mvn.log" >&2
+      warn "downloading $ES_ARTIFACT failed"
+      MISSING+=("elasticsearch $ES_VERSION (Maven download failed)")
+      return
+    fi
     # Unpack beside the target and rename, so an interrupted run never looks installed.
     rm -rf "$home.partial"
     mkdir -p "$home.partial"

@@ -184,8 +184,13 @@ class Procs:
         logfile = open(self.logdir / f"{name}.log", "ab")
         env = {**env, "SEXTANT_RECORDER_RUN": self.marker}
         p = subprocess.Popen(
-            argv, env=env, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, **kw,
+            argv,
+            env=env,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **kw,
         )
         logfile.close()
         self.procs.append((name, p))
@@ -195,27 +200,43 @@ class Procs:
     def check_alive(self) -> list[str]:
         return [f"{n} (exit {p.returncode})" for n, p in self.procs if p.poll() is not None]
 
-    def stop(self, names: list[str] | None = None, grace: float = 45.0) -> None:
-        targets = [(n, p) for n, p in self.procs if names is None or n in names]
+    def stop(self, names: list[str], grace: float) -> None:
+        """SIGTERM the leaders of ``names`` (graceful shutdown), then their whole process groups.
+
+        The leader is signalled first so that, e.g., the Celery worker does a warm shutdown and
+        lets running task processes finish instead of having SIGTERM hit them directly. Whatever
+        is still alive after ``grace`` seconds gets SIGTERM on its process group, then SIGKILL.
+        """
+        targets = [(n, p) for n, p in self.procs if n in names]
         for n, p in targets:
             if p.poll() is None:
-                log(f"SIGTERM {n} (process group {p.pid})")
-                _killpg(p.pid, signal.SIGTERM)
+                log(f"SIGTERM {n} (pid {p.pid})")
+                try:
+                    os.kill(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         deadline = time.monotonic() + grace
         for n, p in targets:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                log(f"{n} exited ({p.returncode})")
             except subprocess.TimeoutExpired:
-                log(f"{n} still running after {grace:.0f}s: SIGKILL process group {p.pid}")
-                _killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
+                log(f"{n} still running after {grace:.0f}s: SIGTERM to process group {p.pid}")
+                _killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    log(f"{n}: SIGKILL to process group {p.pid}")
+                    _killpg(p.pid, signal.SIGKILL)
+                    p.wait(timeout=10)
         # Children (task processes, uvicorn/celery children) may outlive their leader.
         for n, p in targets:
             if _pg_alive(p.pid):
+                log(f"process group of {n} still has members: SIGTERM")
                 _killpg(p.pid, signal.SIGTERM)
-                time.sleep(2)
+                time.sleep(3)
                 if _pg_alive(p.pid):
-                    log(f"process group of {n} still alive: SIGKILL")
+                    log(f"process group of {n} still has members: SIGKILL")
                     _killpg(p.pid, signal.SIGKILL)
 
 
@@ -306,7 +327,9 @@ class Postgres:
         self.started = False
 
     def _run(self, argv: list[str]) -> None:
-        r = subprocess.run(argv, env=self.env, cwd=self.dir, capture_output=True, text=True, **self.user_kw)
+        r = subprocess.run(
+            argv, env=self.env, cwd=self.dir, capture_output=True, text=True, **self.user_kw
+        )
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
 
@@ -317,14 +340,51 @@ class Postgres:
             os.chown(self.dir, self.user_kw["user"], self.user_kw["group"])
             os.chown(self.logfile, self.user_kw["user"], self.user_kw["group"])
         log(f"initdb PostgreSQL cluster in {self.dir}/data (port {self.port})")
-        self._run([str(PG_BIN / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres",
-                   "--auth=trust", "-E", "UTF8", "--no-sync"])
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.logfile),
-                   "-o", opts, "-w", "-t", "60", "start"])
+        self._run(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.dir / "data"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        )
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                "-l",
+                str(self.logfile),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         self.started = True
-        self._run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "airflow"])
+        self._run(
+            [
+                str(PG_BIN / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "airflow",
+            ]
+        )
         log("PostgreSQL is up, database 'airflow' created")
 
     def stop(self) -> None:
@@ -332,7 +392,19 @@ class Postgres:
             return
         log("stopping PostgreSQL")
         try:
-            self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "-t", "30", "stop"])
+            self._run(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "-D",
+                    str(self.dir / "data"),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                ]
+            )
         except Exception as e:  # noqa: BLE001
             log(f"pg_ctl stop failed: {e}")
             pidfile = self.dir / "data" / "postmaster.pid"
@@ -359,7 +431,9 @@ class Api:
         self.base = base.rstrip("/")
         self.token: str | None = None
 
-    def call(self, method: str, path: str, body: object | None = None, timeout: float = 30) -> tuple[int, object]:
+    def call(
+        self, method: str, path: str, body: object | None = None, timeout: float = 30
+    ) -> tuple[int, object]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method)
         req.add_header("Accept", "application/json")
@@ -393,11 +467,19 @@ def ensure_venv(version: str, venv: str | None) -> Path:
         path = Path(venv)
     else:
         log(f"ensuring Airflow {version} venv via scripts/airflow-env.sh")
-        r = subprocess.run(["bash", str(REPO / "scripts" / "airflow-env.sh"), version],
-                           stdout=subprocess.PIPE, text=True, check=True)
+        r = subprocess.run(
+            ["bash", str(REPO / "scripts" / "airflow-env.sh"), version],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
         path = Path(r.stdout.strip().splitlines()[-1])
-    got = subprocess.run([str(path / "bin" / "python"), "-c", "import airflow; print(airflow.__version__)"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    got = subprocess.run(
+        [str(path / "bin" / "python"), "-c", "import airflow; print(airflow.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if got != version:
         raise SystemExit(f"{path} holds airflow {got}, expected {version}")
     log(f"using {path} (apache-airflow {got})")
@@ -408,47 +490,53 @@ def airflow_env(args, workdir: Path, ports: dict[str, int], statsd_port: int) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     pg = f"postgres@127.0.0.1:{ports['postgres']}/airflow"
     api = f"http://127.0.0.1:{ports['api']}"
-    env.update({
-        "AIRFLOW_HOME": str(workdir / "airflow_home"),
-        "PYTHONDONTWRITEBYTECODE": "1",  # keep __pycache__ out of tests/fixtures/dags
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if args.executor == "celery" else "LocalExecutor",
-        "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(ports["api"]),
-        "AIRFLOW__API__BASE_URL": f"{api}/",
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API__SECRET_KEY": base64.b64encode(os.urandom(16)).decode(),
-        "AIRFLOW__API_AUTH__JWT_SECRET": base64.b64encode(os.urandom(32)).decode(),
-        # Metrics: plain StatsD to our listener.
-        "AIRFLOW__METRICS__STATSD_ON": "True",
-        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-        "AIRFLOW__METRICS__STATSD_PORT": str(statsd_port),
-        "AIRFLOW__METRICS__STATSD_PREFIX": PREFIX,
-        # Shorter intervals so metrics appear sooner.
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
-        "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "30",
-        "AIRFLOW__SCHEDULER__POOL_METRICS_INTERVAL": "5",
-        # 3.2+ name of [scheduler] running_metrics_interval (the old name is deprecated).
-        "AIRFLOW__SCHEDULER__TI_METRICS_INTERVAL": "10",
-        "AIRFLOW__SCHEDULER__DAGRUN_METRICS_INTERVAL": "10",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
-        # Log servers are skipped with --skip-serve-logs; free loopback ports as a second guard.
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_logs"]),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(workdir / "airflow_home"),
+            "PYTHONDONTWRITEBYTECODE": "1",  # keep __pycache__ out of tests/fixtures/dags
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"
+            if args.executor == "celery"
+            else "LocalExecutor",
+            "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(ports["api"]),
+            "AIRFLOW__API__BASE_URL": f"{api}/",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": base64.b64encode(os.urandom(16)).decode(),
+            "AIRFLOW__API_AUTH__JWT_SECRET": base64.b64encode(os.urandom(64)).decode(),
+            # Metrics: plain StatsD to our listener.
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": str(statsd_port),
+            "AIRFLOW__METRICS__STATSD_PREFIX": PREFIX,
+            # Shorter intervals so metrics appear sooner.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
+            "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "30",
+            "AIRFLOW__SCHEDULER__POOL_METRICS_INTERVAL": "5",
+            # 3.2+ name of [scheduler] running_metrics_interval (the old name is deprecated).
+            "AIRFLOW__SCHEDULER__TI_METRICS_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__DAGRUN_METRICS_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+            # Log servers are skipped with --skip-serve-logs; free loopback ports as a second guard.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_logs"]),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
+        }
+    )
     if args.executor == "celery":
-        env.update({
-            "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{ports['redis']}/0",
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}",
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(args.worker_concurrency),
-            "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
-        })
+        env.update(
+            {
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}",
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(args.worker_concurrency),
+                "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+            }
+        )
     else:
         env["AIRFLOW__CORE__PARALLELISM"] = str(args.worker_concurrency)
     return env
@@ -478,37 +566,78 @@ def run_airflow(args) -> tuple[StatsdRecorder, dict]:
     recorder = StatsdRecorder()
     env = airflow_env(args, workdir, ports, recorder.port)
     pg = Postgres(workdir, ports["postgres"], logdir, {**env, "SEXTANT_RECORDER_RUN": marker})
-    redis_proc = None
     ok = False
     try:
         pg.start()
         if args.executor == "celery":
             (workdir / "redis").mkdir()
-            redis_proc = procs.start("redis", [
-                "redis-server", "--bind", "127.0.0.1", "--port", str(ports["redis"]),
-                "--dir", str(workdir / "redis"), "--save", "", "--appendonly", "no"], env)
+            procs.start(
+                "redis",
+                [
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(ports["redis"]),
+                    "--dir",
+                    str(workdir / "redis"),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                env,
+            )
             wait_for("redis", lambda: redis_ping(ports["redis"]), 30, procs, 0.3)
 
         recorder.start()
         log(f"StatsD listener on 127.0.0.1:{recorder.port} (t=0)")
         log("airflow db migrate")
         with open(logdir / "db-migrate.log", "wb") as f:
-            r = subprocess.run([airflow, "db", "migrate"], env={**env, "SEXTANT_RECORDER_RUN": marker},
-                               stdout=f, stderr=subprocess.STDOUT, timeout=900)
+            r = subprocess.run(
+                [airflow, "db", "migrate"],
+                env={**env, "SEXTANT_RECORDER_RUN": marker},
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                timeout=900,
+            )
         if r.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{tail(logdir / 'db-migrate.log')}")
         facts["migrated_at"] = time.monotonic() - recorder.t0
         log(f"db migrated at t={facts['migrated_at']:.1f}s")
 
-        procs.start("api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(ports["api"]),
-                                   "--workers", "1"], env)
+        procs.start(
+            "api-server",
+            [
+                airflow,
+                "api-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["api"]),
+                "--workers",
+                "1",
+            ],
+            env,
+        )
         procs.start("scheduler", [airflow, "scheduler", "--skip-serve-logs"], env)
         procs.start("dag-processor", [airflow, "dag-processor"], env)
         procs.start("triggerer", [airflow, "triggerer", "--skip-serve-logs"], env)
         if args.executor == "celery":
-            procs.start("celery-worker", [airflow, "celery", "worker", "--skip-serve-logs",
-                                          "--concurrency", str(args.worker_concurrency),
-                                          "--without-gossip", "--without-mingle"], env)
+            procs.start(
+                "celery-worker",
+                [
+                    airflow,
+                    "celery",
+                    "worker",
+                    "--skip-serve-logs",
+                    "--concurrency",
+                    str(args.worker_concurrency),
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                env,
+            )
         t_start = time.monotonic()
         facts["components_started_at"] = t_start - recorder.t0
 
@@ -516,13 +645,24 @@ def run_airflow(args) -> tuple[StatsdRecorder, dict]:
 
         def healthy():
             status, body = api.call("GET", "/api/v2/monitor/health", timeout=5)
-            return status == 200 and isinstance(body, dict) and body.get("metadatabase", {}).get("status") == "healthy"
+            return (
+                status == 200
+                and isinstance(body, dict)
+                and body.get("metadatabase", {}).get("status") == "healthy"
+            )
 
         wait_for("api-server /api/v2/monitor/health", healthy, 240, procs, 2)
         api.login()
-        status, body = api.call("POST", "/api/v2/pools", {
-            "name": SMALL_POOL[0], "slots": SMALL_POOL[1], "description": "sextant statsd capture",
-            "include_deferred": False})
+        status, body = api.call(
+            "POST",
+            "/api/v2/pools",
+            {
+                "name": SMALL_POOL[0],
+                "slots": SMALL_POOL[1],
+                "description": "sextant statsd capture",
+                "include_deferred": False,
+            },
+        )
         log(f"create pool {SMALL_POOL[0]} ({SMALL_POOL[1]} slots): HTTP {status}")
         if status not in (200, 201, 409):
             raise RuntimeError(f"creating pool failed: {status} {body}")
@@ -532,8 +672,13 @@ def run_airflow(args) -> tuple[StatsdRecorder, dict]:
 
         wait_for(f"DAGs {ALL_DAGS} to be parsed by the dag-processor", dags_parsed, 240, procs, 3)
         if args.executor == "celery":
-            wait_for("celery worker ready", lambda: b"ready." in (logdir / "celery-worker.log").read_bytes(),
-                     120, procs, 2)
+            wait_for(
+                "celery worker ready",
+                lambda: b"ready." in (logdir / "celery-worker.log").read_bytes(),
+                120,
+                procs,
+                2,
+            )
         status, body = api.call("GET", "/api/v2/importErrors")
         if status == 200 and isinstance(body, dict):
             files = [Path(e.get("filename", "?")).name for e in body.get("import_errors", [])]
@@ -563,8 +708,11 @@ def run_airflow(args) -> tuple[StatsdRecorder, dict]:
                 retriggered = True
             if now >= next_progress:
                 n_dgrams, lines = recorder.snapshot()
-                log(f"t={now - recorder.t0:6.1f}s  {n_dgrams} datagrams, {len(metric_types(lines))} distinct "
-                    f"names, {end - now:5.0f}s left")
+                log(
+                    f"t={now - recorder.t0:6.1f}s  {n_dgrams} datagrams, "
+                    f"{len(metric_types(lines))} distinct "
+                    f"names, {end - now:5.0f}s left"
+                )
                 next_progress = now + 30
             time.sleep(1)
         ok = True
@@ -576,10 +724,21 @@ def run_airflow(args) -> tuple[StatsdRecorder, dict]:
     finally:
         t_stop = time.monotonic()
         facts["stop_requested_at"] = t_stop - recorder.t0
-        log("stopping Airflow components (SIGTERM, SIGKILL after grace period)")
-        procs.stop([n for n, _ in procs.procs if n != "redis"], grace=args.grace)
-        if redis_proc is not None:
-            procs.stop(["redis"], grace=10)
+        log(
+            "stopping Airflow components (SIGTERM to each leader, "
+            "process-group SIGTERM/SIGKILL after a grace period)"
+        )
+        # Order: stop scheduling first, let the Celery worker finish running tasks (they report to
+        # the api-server), then the api-server, then the broker.
+        started = {n for n, _ in procs.procs}
+        for stage in (
+            ["scheduler", "dag-processor", "triggerer"],
+            ["celery-worker"],
+            ["api-server"],
+            ["redis"],
+        ):
+            if started & set(stage):
+                procs.stop(stage, grace=args.grace)
         pg.stop()
         sweep(marker)
         time.sleep(0.5)
@@ -594,8 +753,12 @@ def run_airflow(args) -> tuple[StatsdRecorder, dict]:
     return recorder, facts
 
 
-def write_capture(lines: list[tuple[float, str]], path: Path, max_bytes: int) -> tuple[int, float | None]:
-    """Write ``<t>\\t<line>`` rows; stop before ``max_bytes``. Returns (rows written, cut-off time)."""
+def write_capture(
+    lines: list[tuple[float, str]], path: Path, max_bytes: int
+) -> tuple[int, float | None]:
+    """Write ``<t>\\t<line>`` rows, stopping before ``max_bytes``.
+
+    Returns (rows written, cut-off time or None)."""
     out, size, cutoff = [], 0, None
     for t, line in lines:
         row = f"{t:.3f}\t{line}\n"
@@ -609,16 +772,26 @@ def write_capture(lines: list[tuple[float, str]], path: Path, max_bytes: int) ->
     return len(out), cutoff
 
 
-def expected_report(types: dict[str, set[str]], lines: list[tuple[float, str]]) -> list[tuple[str, bool, str]]:
-    names = [n[len(PREFIX) + 1:] if n.startswith(PREFIX + ".") else n for n in types]
+def expected_report(
+    types: dict[str, set[str]], lines: list[tuple[float, str]]
+) -> list[tuple[str, bool, str]]:
+    names = [n[len(PREFIX) + 1 :] if n.startswith(PREFIX + ".") else n for n in types]
     report = []
     for label, rx in EXPECTED:
         hits = [n for n in names if re.fullmatch(rx, n)]
         report.append((label, bool(hits), ", ".join(hits[:4]) + (" ..." if len(hits) > 4 else "")))
-    ie = [float(line.split(":", 1)[1].split("|")[0]) for _, line in lines
-          if line.startswith(f"{PREFIX}.dag_processing.import_errors:")]
-    report.append(("dag_processing.import_errors > 0", any(v > 0 for v in ie),
-                   f"values seen: {sorted(set(ie))}" if ie else ""))
+    ie = [
+        float(line.split(":", 1)[1].split("|")[0])
+        for _, line in lines
+        if line.startswith(f"{PREFIX}.dag_processing.import_errors:")
+    ]
+    report.append(
+        (
+            "dag_processing.import_errors > 0",
+            any(v > 0 for v in ie),
+            f"values seen: {sorted(set(ie))}" if ie else "",
+        )
+    )
     return report
 
 
@@ -626,17 +799,48 @@ def compact_names(types: dict[str, set[str]]) -> list[str]:
     return [f"{n}|{','.join(sorted(t))}" for n, t in types.items()]
 
 
-def write_readme(path: Path, args, version: str, facts: dict, n_dgrams: int, lines, capture: Path,
-                 rows: int, cutoff: float | None, types: dict[str, set[str]], report) -> None:
+def write_readme(
+    path: Path,
+    args,
+    version: str,
+    facts: dict,
+    n_dgrams: int,
+    lines,
+    capture: Path,
+    rows: int,
+    cutoff: float | None,
+    types: dict[str, set[str]],
+    report,
+) -> None:
     dags = sorted(p.name for p in DAGS_DIR.glob("*.py"))
-    executor = "CeleryExecutor (Redis broker, PostgreSQL 15 metadata DB and result backend)" \
-        if args.executor == "celery" else "LocalExecutor (PostgreSQL 15 metadata DB)"
+    executor = (
+        "CeleryExecutor (Redis broker, PostgreSQL 15 metadata DB and result backend)"
+        if args.executor == "celery"
+        else "LocalExecutor (PostgreSQL 15 metadata DB)"
+    )
     size = capture.stat().st_size
     cmd = f"python3 scripts/record_statsd_capture.py --duration {args.duration:g}"
     if args.executor != "celery":
         cmd += f" --executor {args.executor}"
     if args.airflow_version != DEFAULT_VERSION:
         cmd += f" --airflow-version {args.airflow_version}"
+    worker_part = "and `airflow celery worker` " if args.executor == "celery" else ""
+    trunc = (
+        f"Truncated at t={cutoff:.3f} s to stay under {args.max_bytes} bytes."
+        if cutoff is not None
+        else "Not truncated."
+    )
+    tl = {
+        k: f"{facts.get(k, 0):.0f}"
+        for k in (
+            "migrated_at",
+            "components_started_at",
+            "triggered_at",
+            "stop_requested_at",
+            "stopped_at",
+        )
+    }
+    minutes = f"{(args.duration + 120) / 60:.0f}"
     present = [f"- [x] `{label}`" + (f" ({ex})" if ex else "") for label, ok, ex in report if ok]
     missing = [f"- [ ] `{label}`" for label, ok, _ in report if not ok]
     text = f"""# StatsD capture from a real Airflow {version}
@@ -655,11 +859,14 @@ their tags next to their legacy dotted names.
 
 ## How it was recorded
 
-- Airflow: `apache-airflow[celery,statsd]=={version}` + `celery[redis]<5.7` + `psycopg2-binary`
-  (official constraints file not reachable), in its own venv made by `scripts/airflow-env.sh`.
+- Airflow: `apache-airflow[celery,postgres,statsd]=={version}` + `celery[redis]<5.7` (the official
+  constraints file is on GitHub, not reachable; the `postgres` extra brings psycopg2 and asyncpg,
+  which Airflow 3 needs for its async metadata-DB engine), in its own venv made by
+  `scripts/airflow-env.sh`.
 - Executor: {executor}, worker concurrency {args.worker_concurrency}.
 - Components: `airflow db migrate`, then api-server, scheduler, dag-processor, triggerer
-  {"and `airflow celery worker` " if args.executor == "celery" else ""}(all on 127.0.0.1, `--skip-serve-logs`),
+  {worker_part}(all on 127.0.0.1; scheduler, triggerer and worker
+  with `--skip-serve-logs`),
   configured by environment variables only (see `airflow_env()` in the script): `statsd_on`,
   host/port of the listener, prefix `{PREFIX}`, `load_examples=False`, dags folder
   `tests/fixtures/dags`, `[dag_processor] refresh_interval=10`, `min_file_process_interval=15`,
@@ -668,14 +875,15 @@ their tags next to their legacy dotted names.
 - DAGs (`tests/fixtures/dags`): {", ".join(f"`{d}`" for d in dags)}. Pool `{SMALL_POOL[0]}`
   ({SMALL_POOL[1]} slots) is created through the REST API, the DAGs are unpaused and
   {", ".join(f"`{d}`" for d in MANUAL_DAGS)} are triggered at the start and again half way.
-- Timeline (seconds on the capture clock): db migrated {facts.get('migrated_at', 0):.0f}, components
-  started {facts.get('components_started_at', 0):.0f}, DAGs triggered {facts.get('triggered_at', 0):.0f},
-  stop (SIGTERM) {facts.get('stop_requested_at', 0):.0f}, all processes gone {facts.get('stopped_at', 0):.0f}.
-  `--duration {args.duration:g}` counts from the component start; shutdown lines (`*_end`) are included.
+- Timeline (seconds on the capture clock): db migrated {tl["migrated_at"]}, components
+  started {tl["components_started_at"]}, DAGs triggered {tl["triggered_at"]},
+  stop (SIGTERM) {tl["stop_requested_at"]}, all processes gone {tl["stopped_at"]}.
+  `--duration {args.duration:g}` counts from the component start; shutdown lines
+  (`*_end`) are included.
 - Size: {rows} rows, {size} bytes, {n_dgrams} datagrams, {len(types)} distinct metric names.
-  {"Truncated at t=%.3f s to stay under %d bytes." % (cutoff, args.max_bytes) if cutoff is not None else "Not truncated."}
+  {trunc}
 
-Re-record (about {(args.duration + 120) / 60:.0f} minutes; needs `uv`, `redis-server`, PostgreSQL 15):
+Re-record (about {minutes} minutes; needs `uv`, `redis-server`, PostgreSQL 15):
 
     {cmd}
 
@@ -695,22 +903,79 @@ Re-record (about {(args.duration + 120) / 60:.0f} minutes; needs `uv`, `redis-se
 
 
 # Findings from reading the Airflow source next to the capture; kept in the generated README.
-NOTES = """## Notes"""
+NOTES = """## Notes (checked against the Airflow 3.3.2 source)
+
+- Every tagged metric arrives twice: the tagged name without its tags (plain StatsD drops them,
+  so e.g. `ti.finish` is one counter for all DAGs) and the legacy dotted name that carries the
+  dimensions (`ti.finish.<dag>.<task>.<state>`). Legacy names come from
+  `airflow/_shared/observability/metrics/metrics_template.yaml`; a `.` inside a tag value
+  becomes `__`.
+- `task.queued_duration` / `dag.<dag>.<task>.queued_duration` are never emitted by Airflow 3.3.2
+  with any executor: their only emitter is `TaskInstance.emit_state_change_metric(RUNNING)`, called
+  from `TaskInstance._check_and_change_state_before_execution`, which nothing calls in Airflow 3
+  (tasks now enter RUNNING through the Execution API `ti_run` endpoint, which sends no metric).
+  `task.scheduled_duration` (scheduler, on SCHEDULED -> QUEUED) is emitted.
+- `executor.open_slots|queued_tasks|running_tasks` arrive both bare and with the
+  `.CeleryExecutor` suffix although only one executor is configured: the bare name is the
+  single-executor name, the suffixed one is the legacy name built from the `executor_class_name`
+  tag. `executor.open_slots` is `[core] parallelism` (32) minus the executor's running tasks,
+  not the Celery worker concurrency.
+- Job start/end counters are `job_start` / `job_end` (from the `Job` class), not
+  `SchedulerJob_start` etc. `job_start` arrives once for three jobs: the triggerer and
+  dag-processor send it before their runners call `stats.initialize()`, so it goes to the
+  no-op logger; `job_end` arrives three times at shutdown.
+- The triggerer's legacy suffix is the job hostname (`[core] hostname_callable`, here the machine
+  name); dots in a hostname would become `__`.
+- `dag_processing.last_duration.<bundle>.<file stem>` carries the bundle name (`dags-folder`);
+  `dag_processing.last_run.seconds_ago.<file stem>` does not. Neither keeps the `.py` suffix.
+- A task that defers sends `ti.finish.<dag>.<task>.deferred` when it hands over to the triggerer.
+  `WaitSensor(deferrable=True)` uses `end_from_trigger=True`: the triggerer marks the task
+  successful, so no worker resumes it and no `ti.finish.<...>.success` / `ti_successes` is sent for
+  it (only `triggers.succeeded`). `EmptyOperator` tasks are never executed, so they send no
+  `ti.start`/`ti.finish`/`task.duration` either.
+- One metric is sampled: `api_server.dag_bag.cache_size:<n>|g|@0.1`.
+- The `queued_duration` gap is a known upstream bug: apache/airflow#63503 and #66067 (open);
+  the fix (PR #67592, emit from `ti_run`) was not in 3.3.2.
+- Not seen because nothing triggered them: `celery.task_timeout_error`,
+  `celery.execute_command.failure`, `scheduler.tasks.killed_externally`,
+  `task_instances_without_heartbeats_killed`, `*_heartbeat_failure`, `triggers.failed`,
+  `scheduler.critical_section_busy` (needs several schedulers),
+  `triggers.blocked_main_thread`, `dag_processing.processor_timeouts`, `asset.*`."""
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=270, help="seconds to run after starting Airflow (default 270)")
+    ap.add_argument(
+        "--duration",
+        type=float,
+        default=270,
+        help="seconds to run after starting Airflow (default 270)",
+    )
     ap.add_argument("--airflow-version", default=DEFAULT_VERSION)
-    ap.add_argument("--venv", help="existing Airflow venv (default: made/reused by scripts/airflow-env.sh)")
+    ap.add_argument(
+        "--venv", help="existing Airflow venv (default: made/reused by scripts/airflow-env.sh)"
+    )
     ap.add_argument("--executor", choices=["celery", "local"], default="celery")
     ap.add_argument("--worker-concurrency", type=int, default=4)
-    ap.add_argument("--grace", type=float, default=45, help="seconds between SIGTERM and SIGKILL (default 45)")
-    ap.add_argument("--output", type=Path, help="capture path (default tests/fixtures/statsd/airflow-<v>-<executor>.statsd)")
+    ap.add_argument(
+        "--grace",
+        type=float,
+        default=60,
+        help="seconds a component gets after SIGTERM before its group is killed (default 60)",
+    )
+    ap.add_argument(
+        "--output",
+        type=Path,
+        help="capture path (default tests/fixtures/statsd/airflow-<v>-<executor>.statsd)",
+    )
     ap.add_argument("--readme", type=Path, default=OUT_DIR / "README.md")
     ap.add_argument("--no-readme", action="store_true")
-    ap.add_argument("--max-bytes", type=int, default=3_000_000, help="cap for the capture file (default 3 MB)")
-    ap.add_argument("--keep-workdir", action="store_true", help="keep AIRFLOW_HOME, logs and data dirs")
+    ap.add_argument(
+        "--max-bytes", type=int, default=3_000_000, help="cap for the capture file (default 3 MB)"
+    )
+    ap.add_argument(
+        "--keep-workdir", action="store_true", help="keep AIRFLOW_HOME, logs and data dirs"
+    )
     args = ap.parse_args()
 
     for tool in (["redis-server"] if args.executor == "celery" else []) + ["uv"]:
@@ -727,8 +992,11 @@ def main() -> int:
     report = expected_report(types, lines[:rows])
 
     print()
-    log(f"capture: {output} ({output.stat().st_size} bytes, {rows} rows"
-        + (f", truncated at t={cutoff:.3f}s" if cutoff is not None else "") + ")")
+    log(
+        f"capture: {output} ({output.stat().st_size} bytes, {rows} rows"
+        + (f", truncated at t={cutoff:.3f}s" if cutoff is not None else "")
+        + ")"
+    )
     log(f"datagrams: {n_dgrams}; lines: {len(lines)}; distinct metric names: {len(types)}")
     for name, t in types.items():
         print(f"  {name:<90} {','.join(sorted(t))}")
@@ -737,8 +1005,19 @@ def main() -> int:
     for label, ok, ex in report:
         print(f"  {'OK     ' if ok else 'MISSING'} {label}" + (f"  [{ex}]" if ex else ""))
     if not args.no_readme:
-        write_readme(args.readme, args, args.airflow_version, facts, n_dgrams, lines, output, rows, cutoff,
-                     types, report)
+        write_readme(
+            args.readme,
+            args,
+            args.airflow_version,
+            facts,
+            n_dgrams,
+            lines,
+            output,
+            rows,
+            cutoff,
+            types,
+            report,
+        )
         log(f"wrote {args.readme}")
     return 0
 

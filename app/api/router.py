@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from app.audit.router import router as audit_router
 from app.deployments.router import router as deployments_router
+from app.provisioning.router import router as provisioning_router
 from app.recipients.router import router as recipients_router
 from app.tokens.router import router as tokens_router
 from app.workspaces.router import router as workspaces_router
@@ -15,6 +16,7 @@ for router in (
     workspaces_router,
     deployments_router,
     recipients_router,
+    provisioning_router,
     tokens_router,
     audit_router,
 ):

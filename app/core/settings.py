@@ -58,6 +58,13 @@ class SchedulerSettings(Group):
     heartbeat_stale_after: float = Field(default=30.0, gt=0)
 
 
+class ProvisioningSettings(Group):
+    # How often due deployments are reconciled.
+    interval: float = Field(default=10.0, gt=0)
+    # Seconds to wait before retry N of a failed target (the last value repeats).
+    backoff: list[float] = Field(default=[5, 15, 60, 300, 900], min_length=1)
+
+
 class PrometheusSettings(Group):
     url: str | None = None
     timeout: float = Field(default=10.0, gt=0)
@@ -115,6 +122,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     grafana: GrafanaSettings = GrafanaSettings()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi.responses import JSONResponse
 
 from app.api.errors import API_ERRORS
-from app.core.context import SessionDep
+from app.core.context import ClockDep, ContextDep, SessionDep
 from app.core.names import NAME_MAX_LENGTH
 from app.core.pagination import Page, PageParams, page_params
 from app.core.security import Action
 from app.deployments.schemas import DeploymentCreate, DeploymentRead, DeploymentUpdate
 from app.deployments.service import deployments
+from app.provisioning.dependencies import TargetsDep
+from app.provisioning.service import provisioning
 from app.tokens.dependencies import PrincipalDep
 
 router = APIRouter(tags=["deployments"], responses=API_ERRORS)
@@ -77,9 +80,31 @@ async def update_deployment(
     return await deployments.read(session, deployment)
 
 
-@router.delete("/deployments/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/deployments/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={202: {"model": DeploymentRead, "description": "Teardown under way; it retries"}},
+)
 async def delete_deployment(
-    name: DeploymentName, session: SessionDep, principal: PrincipalDep
-) -> None:
-    """Delete a deployment and its recipients and bound tokens."""
-    await deployments.delete(session, principal, name)
+    name: DeploymentName,
+    session: SessionDep,
+    principal: PrincipalDep,
+    targets: TargetsDep,
+    clock: ClockDep,
+    context: ContextDep,
+) -> Response:
+    """Delete a deployment: remove what was provisioned for it, then it and its recipients.
+
+    204 when everything is gone; 202 while a target could not be reached yet (the deployment
+    stays `deleting` and the engine retries).
+    """
+    deployment = await deployments.mark_deleting(session, principal, name)
+    view = await deployments.read(session, deployment)
+    removed = await provisioning.teardown(
+        session, deployment, targets, clock, context.settings.provisioning
+    )
+    if removed:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    view = view.model_copy(update={"status_reason": deployment.status_reason})
+    return JSONResponse(view.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)

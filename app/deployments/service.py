@@ -132,6 +132,8 @@ class DeploymentService:
     ) -> Deployment:
         """Change the desired spec; the whole merged result is validated before anything changes."""
         deployment = await self.resolve(session, principal, name, Action.DEPLOYMENT_UPDATE)
+        if deployment.status == DeploymentStatus.DELETING:
+            raise Conflict(f"deployment {name!r} is being deleted")
         before = deployment.snapshot()
         executor = data.executor or Executor(deployment.executor)
         min_workers = deployment.min_workers if data.min_workers is None else data.min_workers
@@ -166,9 +168,17 @@ class DeploymentService:
             )
         return deployment
 
-    async def delete(self, session: AsyncSession, principal: Principal, name: str) -> None:
-        """Remove a deployment and everything registered for it (recipients, bound tokens)."""
+    async def mark_deleting(
+        self, session: AsyncSession, principal: Principal, name: str
+    ) -> Deployment:
+        """Start deleting a deployment; the provisioning engine tears it down and removes it.
+
+        Its recipients and bound tokens go with the row, once everything provisioned for it has
+        been removed.
+        """
         deployment = await self.resolve(session, principal, name, Action.DEPLOYMENT_DELETE)
+        if deployment.status == DeploymentStatus.DELETING:
+            return deployment
         audit.record(
             session,
             principal,
@@ -179,8 +189,10 @@ class DeploymentService:
             deployment_id=deployment.id,
             before=deployment.snapshot(),
         )
-        await session.delete(deployment)
+        deployment.status = DeploymentStatus.DELETING.value
+        deployment.status_reason = "removing what was provisioned"
         await session.flush()
+        return deployment
 
 
 deployments = DeploymentService()
