@@ -42,6 +42,8 @@ class DatabaseSettings(Group):
 class ServerSettings(Group):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # How Prometheus, Alertmanager and e-mail links reach this Sextant.
+    public_url: str = "http://127.0.0.1:8080"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     graceful_timeout: float = Field(default=30.0, ge=0)
 
@@ -68,6 +70,11 @@ class ProvisioningSettings(Group):
 class PrometheusSettings(Group):
     url: str | None = None
     timeout: float = Field(default=10.0, gt=0)
+    # file_sd folder Prometheus watches; Sextant writes one target file per deployment there.
+    file_sd_dir: Path | None = None
+    # Folder Prometheus loads rule files from; Sextant keeps the catalogue there and reloads.
+    rules_dir: Path | None = None
+    reload: bool = True
 
 
 class AlertmanagerSettings(Group):
@@ -77,12 +84,19 @@ class AlertmanagerSettings(Group):
 class GrafanaSettings(Group):
     url: str | None = None
     token: SecretStr | None = None
+    # Prometheus as Grafana reaches it (defaults to SEXTANT_PROMETHEUS_URL).
+    datasource_url: str | None = None
+    concurrency: int = Field(default=4, ge=1, le=64)
+    timeout: float = Field(default=10.0, gt=0)
 
 
 class ElasticsearchSettings(Group):
     url: str | None = None
     username: str | None = None
     password: SecretStr | None = None
+    timeout: float = Field(default=10.0, gt=0)
+    # Default per-deployment log retention.
+    retention_days: int = Field(default=15, ge=1, le=3650)
 
 
 class KubernetesSettings(Group):
