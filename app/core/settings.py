@@ -60,6 +60,21 @@ class SchedulerSettings(Group):
     heartbeat_stale_after: float = Field(default=30.0, gt=0)
 
 
+class AlertsSettings(Group):
+    # How often every rule is evaluated for the whole fleet.
+    interval: float = Field(default=15.0, gt=0)
+    repeat_interval: float = Field(default=4 * 3600, gt=0)
+    # How long Prometheus may be unreachable before SextantMonitoringUnavailable fires.
+    monitoring_grace: float = Field(default=60.0, ge=0)
+    # Addresses that receive fleet-wide and Sextant's own alerts.
+    system_recipients: list[str] = Field(default_factory=list)
+    delivery_interval: float = Field(default=2.0, gt=0)
+    delivery_batch: int = Field(default=200, ge=1, le=10_000)
+    delivery_concurrency: int = Field(default=4, ge=1, le=64)
+    # Seconds before retry N of a transient delivery failure (the last value repeats).
+    delivery_backoff: list[float] = Field(default=[10, 30, 60, 120, 300, 600], min_length=1)
+
+
 class ProvisioningSettings(Group):
     # How often due deployments are reconciled.
     interval: float = Field(default=10.0, gt=0)
@@ -137,6 +152,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
+    alerts: AlertsSettings = AlertsSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     grafana: GrafanaSettings = GrafanaSettings()

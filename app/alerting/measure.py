@@ -1,0 +1,81 @@
+"""From one fleet-wide query result to one value per deployment.
+
+Every rule is evaluated with one query for the whole fleet; the answer is a vector of series
+labelled with `deployment`. This module decides, explicitly, what each shape of answer means:
+
+- no series for a deployment: no value (the condition is not met; it is not an error);
+- NaN or infinite samples: ignored, as if absent;
+- several series for one deployment (per pool, per DAG): the worst one counts — the highest for
+  `>`-style comparisons, the lowest for `<`-style ones;
+- series without a `deployment` label: not attributable; ignored (and counted, for the log).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One series of an instant vector."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    timestamp: float
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series of a range query."""
+
+    labels: Mapping[str, str]
+    points: tuple[Point, ...]
+
+
+class MetricSource(Protocol):
+    """Where rule expressions are evaluated (Prometheus' query API)."""
+
+    async def instant(self, expr: str) -> list[Sample]:
+        """The instant vector of `expr` now; raises IntegrationError if it cannot be had."""
+        ...
+
+    async def range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
+        """The range of `expr` between two Unix times."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FleetValues:
+    """The per-deployment values of one query, and how many series could not be attributed."""
+
+    values: Mapping[str, float]
+    unattributed: int = 0
+
+
+def per_deployment(samples: Iterable[Sample], lower_is_worse: bool = False) -> FleetValues:
+    """Reduce a fleet-wide vector to the worst finite value per deployment."""
+    values: dict[str, float] = {}
+    unattributed = 0
+    for sample in samples:
+        deployment = sample.labels.get("deployment")
+        if not deployment:
+            unattributed += 1
+            continue
+        if not math.isfinite(sample.value):
+            continue
+        current = values.get(deployment)
+        if current is None:
+            values[deployment] = sample.value
+        elif lower_is_worse:
+            values[deployment] = min(current, sample.value)
+        else:
+            values[deployment] = max(current, sample.value)
+    return FleetValues(values, unattributed)
