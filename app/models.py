@@ -5,7 +5,9 @@ from __future__ import annotations
 
 def load_all_models() -> None:
     """Register every domain's tables on the shared metadata."""
+    import app.alerting.models
     import app.audit.models
+    import app.core.leases
     import app.deployments.models
     import app.provisioning.models
     import app.recipients.models
