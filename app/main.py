@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.alerting.dependencies import MAILER, METRIC_SOURCE
+from app.alerting.measure import PrometheusSource
 from app.api.errors import install_error_handlers
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.api.router import api_router
@@ -23,6 +25,8 @@ from app.core.database import create_engine, create_sessionmaker
 from app.core.migrations import DatabaseNotMigrated, current_revision, head_revision, upgrade
 from app.core.settings import Settings, get_settings
 from app.health.router import router as health_router
+from app.integrations.prometheus import PrometheusClient
+from app.integrations.smtp import Mailer
 from app.jobs.scheduler import build_scheduler
 from app.provisioning.registry import build_targets
 from app.provisioning.targets import Target
@@ -51,6 +55,31 @@ async def ensure_schema(settings: Settings) -> None:
         )
 
 
+def _start_clients(settings: Settings, context: AppContext) -> list[object]:
+    """The long-lived integration clients the configured integrations need."""
+    clients: list[object] = []
+    if settings.smtp.host:
+        mailer = Mailer(settings.smtp, concurrency=settings.alerts.delivery_concurrency)
+        context.extras[MAILER] = mailer
+        clients.append(mailer)
+    if settings.prometheus.url:
+        prometheus = PrometheusClient(settings.prometheus.url, settings.prometheus.timeout)
+        context.extras[METRIC_SOURCE] = PrometheusSource(prometheus)
+        clients.append(prometheus)
+    return clients
+
+
+async def _close_clients(clients: list[object]) -> None:
+    for client in reversed(clients):
+        try:
+            if isinstance(client, Mailer):
+                await client.close()
+            elif isinstance(client, PrometheusClient):
+                client.close()
+        except Exception:  # closing must not stop the rest of the shutdown
+            logger.exception("closing a client failed")
+
+
 def create_app(
     settings: Settings | None = None,
     clock: Clock | None = None,
@@ -74,6 +103,7 @@ def create_app(
         )
         app.state.context = context
         app.state.targets = targets
+        clients = _start_clients(settings, context)
         scheduler = build_scheduler(context, targets) if settings.scheduler.enabled else None
         if scheduler is not None:
             scheduler.start()
@@ -86,6 +116,7 @@ def create_app(
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
+            await _close_clients(clients)
             await engine.dispose()
             logger.info("sextant stopped")
 

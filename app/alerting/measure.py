@@ -13,41 +13,23 @@ labelled with `deployment`. This module decides, explicitly, what each shape of 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One series of an instant vector."""
-
-    labels: Mapping[str, str]
-    value: float
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    timestamp: float
-    value: float
-
-
-@dataclass(frozen=True, slots=True)
-class Series:
-    """One series of a range query."""
-
-    labels: Mapping[str, str]
-    points: tuple[Point, ...]
+from app.integrations.prometheus import PrometheusClient, RangeSeries, Sample
 
 
 class MetricSource(Protocol):
     """Where rule expressions are evaluated (Prometheus' query API)."""
 
-    async def instant(self, expr: str) -> list[Sample]:
+    async def instant(self, expr: str) -> Sequence[Sample]:
         """The instant vector of `expr` now; raises IntegrationError if it cannot be had."""
         ...
 
-    async def range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
+    async def range(
+        self, expr: str, start: float, end: float, step: float
+    ) -> Sequence[RangeSeries]:
         """The range of `expr` between two Unix times."""
         ...
 
@@ -79,3 +61,20 @@ def per_deployment(samples: Iterable[Sample], lower_is_worse: bool = False) -> F
         else:
             values[deployment] = max(current, sample.value)
     return FleetValues(values, unattributed)
+
+
+class PrometheusSource:
+    """Prometheus' query API as the alerting MetricSource."""
+
+    def __init__(self, client: PrometheusClient) -> None:
+        self.client = client
+
+    async def instant(self, expr: str) -> Sequence[Sample]:
+        """The instant vector of `expr` now."""
+        return await self.client.query(expr)
+
+    async def range(
+        self, expr: str, start: float, end: float, step: float
+    ) -> Sequence[RangeSeries]:
+        """The range of `expr` between two Unix times."""
+        return await self.client.query_range(expr, start, end, step)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.alerting.router import router as alerting_router
 from app.audit.router import router as audit_router
 from app.deployments.router import router as deployments_router
 from app.provisioning.router import router as provisioning_router
@@ -17,6 +18,7 @@ for router in (
     deployments_router,
     recipients_router,
     provisioning_router,
+    alerting_router,
     tokens_router,
     audit_router,
 ):

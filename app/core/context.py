@@ -6,6 +6,8 @@ get their sessions from it. Nothing is built at import time, so tests can create
 
 from __future__ import annotations
 
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,10 +29,14 @@ class AppContext:
     started_at: datetime
     # Written by the scheduler's heartbeat job; /readyz reads it.
     scheduler_heartbeat: datetime | None = None
+    # Who this process is when it takes leases and claims work (unique per process).
+    instance_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    )
     extras: dict[str, object] = field(default_factory=dict)
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     """The running app's context."""
     context: AppContext = request.app.state.context
     return context
@@ -51,7 +57,7 @@ async def get_session(context: ContextDep) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
-def get_clock(context: ContextDep) -> Clock:
+async def get_clock(context: ContextDep) -> Clock:
     """The app's clock (a fixed one in tests)."""
     return context.clock
 

@@ -30,16 +30,21 @@ class Role(StrEnum):
     DEPLOYMENT_ADMIN = "deployment-admin"
     DEPLOYMENT_EDITOR = "deployment-editor"
     DEPLOYMENT_VIEWER = "deployment-viewer"
+    # Alertmanager's webhook credential: may post alerts and nothing else.
+    ALERTMANAGER = "alertmanager"
 
     @property
     def scope(self) -> Scope:
         """Whether the role is bound to nothing, a workspace or a deployment."""
         if self is Role.SYSTEM_ADMIN:
             return Scope.SYSTEM
+        if self is Role.ALERTMANAGER:
+            return Scope.NONE
         return Scope.WORKSPACE if self.value.startswith("workspace-") else Scope.DEPLOYMENT
 
 
 class Scope(StrEnum):
+    NONE = "none"  # sees no workspace or deployment at all
     SYSTEM = "system"
     WORKSPACE = "workspace"
     DEPLOYMENT = "deployment"
@@ -60,6 +65,7 @@ class Action(StrEnum):
     WORKSPACE_RECIPIENT_WRITE = "workspace-recipient.write"
     TOKEN_MANAGE = "token.manage"
     AUDIT_READ = "audit.read"
+    ALERTMANAGER_WEBHOOK = "alertmanager.webhook"
 
 
 _READ = {Action.WORKSPACE_READ, Action.DEPLOYMENT_READ, Action.RECIPIENT_READ}
@@ -87,6 +93,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     ),
     Role.DEPLOYMENT_EDITOR: frozenset(_READ | _DEPLOYMENT_WRITE),
     Role.DEPLOYMENT_VIEWER: frozenset(_READ),
+    Role.ALERTMANAGER: frozenset({Action.ALERTMANAGER_WEBHOOK}),
 }
 """What each role may do within what it can see (the README's roles table is this table)."""
 
@@ -106,7 +113,7 @@ class Principal:
         scope = self.role.scope
         if scope is Scope.SYSTEM:
             return True
-        if self.workspace_id != workspace_id:
+        if scope is Scope.NONE or self.workspace_id != workspace_id:
             return False
         if scope is Scope.DEPLOYMENT and deployment_id is not None:
             return self.deployment_id == deployment_id
@@ -117,6 +124,8 @@ class Principal:
         scope = self.role.scope
         if scope is Scope.SYSTEM:
             return None, None
+        if scope is Scope.NONE:
+            return 0, 0  # ids start at 1: matches nothing
         return self.workspace_id, self.deployment_id if scope is Scope.DEPLOYMENT else None
 
     def may(self, action: Action) -> bool:
@@ -142,7 +151,7 @@ class Principal:
         if self.role is Role.SYSTEM_ADMIN:
             return True
         if self.role is Role.WORKSPACE_ADMIN:
-            return role is not Role.SYSTEM_ADMIN
+            return role.scope in (Scope.WORKSPACE, Scope.DEPLOYMENT)
         if self.role is Role.DEPLOYMENT_ADMIN:
             return role.scope is Scope.DEPLOYMENT
         return False

@@ -11,12 +11,23 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from email.message import EmailMessage
+from urllib.parse import urlsplit
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.alerting.delivery import deliver_due
+from app.alerting.dependencies import mailer_of, metric_source_of
+from app.alerting.evaluator import evaluator
+from app.alerting.models import Notification
+from app.alerting.service import alerting
+from app.core import leases
 from app.core.context import AppContext
 from app.core.database import session_scope
+from app.core.settings import Settings
+from app.observability.rules import catalogue
 from app.provisioning.service import provisioning
 from app.provisioning.targets import Target
 
@@ -28,6 +39,14 @@ HEARTBEAT = Gauge(
 )
 JOB_DURATION = Histogram(
     "sextant_job_duration_seconds", "Duration of one run of a periodic job", ["job"]
+)
+EVALUATOR_LEASE = "alert-evaluator"
+ALERTS_FIRING = Gauge("sextant_alerts_firing", "Alerts firing across the fleet")
+NOTIFICATIONS_QUEUED = Counter(
+    "sextant_notifications_queued_total", "Notifications written to the outbox"
+)
+DELIVERIES = Counter(
+    "sextant_notification_deliveries_total", "Outbox delivery outcomes", ["outcome"]
 )
 JOB_FAILURES = Counter(
     "sextant_job_failures_total", "Per-deployment failures inside periodic jobs", ["job"]
@@ -56,6 +75,66 @@ async def reconcile_due(context: AppContext, targets: Sequence[Target]) -> None:
         JOB_DURATION.labels("provisioning").observe(time.perf_counter() - started)
 
 
+async def evaluate_alerts(context: AppContext) -> None:
+    """One fleet-wide evaluation round, by whichever replica holds the evaluator lease."""
+    source = metric_source_of(context)
+    if source is None:
+        return
+    settings = context.settings
+    now = context.clock.now()
+    ttl = timedelta(seconds=max(3 * settings.alerts.interval, 30))
+    started = time.perf_counter()
+    try:
+        async with session_scope(context.sessionmaker) as session:
+            if not await leases.acquire(session, EVALUATOR_LEASE, context.instance_id, now, ttl):
+                return
+        async with session_scope(context.sessionmaker) as session:
+            report = await evaluator.evaluate(
+                session, source, catalogue(), now, settings.alerts, message_host(settings)
+            )
+        ALERTS_FIRING.set(report.firing)
+        NOTIFICATIONS_QUEUED.inc(report.queued)
+    except Exception:  # the scheduler must keep running whatever one round does
+        JOB_FAILURES.labels("alerts").inc()
+        logger.exception("alert evaluation failed")
+    finally:
+        JOB_DURATION.labels("alerts").observe(time.perf_counter() - started)
+
+
+async def deliver_notifications(context: AppContext) -> None:
+    """Send what the outbox holds that is due."""
+    mailer = mailer_of(context)
+    if mailer is None:
+        return
+    settings = context.settings
+    source = metric_source_of(context)
+    rules = catalogue()
+
+    async def compose(
+        session: AsyncSession, due: Sequence[Notification]
+    ) -> dict[int, EmailMessage]:
+        return await alerting.compose_all(session, due, rules, settings, source)
+
+    started = time.perf_counter()
+    try:
+        report = await deliver_due(
+            context.sessionmaker, mailer, compose, context.clock.now(), settings.alerts,
+            context.instance_id,
+        )  # fmt: skip
+        for outcome in ("sent", "retried", "failed", "cancelled"):
+            DELIVERIES.labels(outcome).inc(getattr(report, outcome))
+    except Exception:  # the scheduler must keep running whatever one round does
+        JOB_FAILURES.labels("delivery").inc()
+        logger.exception("notification delivery failed")
+    finally:
+        JOB_DURATION.labels("delivery").observe(time.perf_counter() - started)
+
+
+def message_host(settings: Settings) -> str:
+    """The host part of Message-IDs: Sextant's public host name."""
+    return urlsplit(settings.server.public_url).hostname or "sextant"
+
+
 def build_scheduler(context: AppContext, targets: Sequence[Target]) -> AsyncIOScheduler:
     """A scheduler with Sextant's jobs; not started."""
     scheduler = AsyncIOScheduler(
@@ -72,6 +151,14 @@ def build_scheduler(context: AppContext, targets: Sequence[Target]) -> AsyncIOSc
     scheduler.add_job(
         heartbeat, "interval", seconds=context.settings.scheduler.heartbeat_interval,
         id="scheduler-heartbeat", next_run_time=soon,
+    )  # fmt: skip
+    scheduler.add_job(
+        evaluate_alerts, "interval", args=(context,), seconds=context.settings.alerts.interval,
+        id="alerts", next_run_time=soon,
+    )  # fmt: skip
+    scheduler.add_job(
+        deliver_notifications, "interval", args=(context,),
+        seconds=context.settings.alerts.delivery_interval, id="delivery", next_run_time=soon,
     )  # fmt: skip
     scheduler.add_job(
         reconcile_due, "interval", args=(context, targets),

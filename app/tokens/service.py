@@ -143,9 +143,9 @@ class TokenService:
         workspace_name: str | None,
         deployment_name: str | None,
     ) -> tuple[int | None, int | None]:
-        if role.scope is Scope.SYSTEM:
+        if role.scope in (Scope.SYSTEM, Scope.NONE):
             if workspace_name or deployment_name:
-                raise InvalidInput.for_field("role", "system-admin is not bound to a workspace")
+                raise InvalidInput.for_field("role", f"{role.value} is not bound to a workspace")
             return None, None
         if workspace_name is None and role.scope is Scope.DEPLOYMENT and deployment_name:
             # A deployment names its workspace; asking for both would only invite mismatches.

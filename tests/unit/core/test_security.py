@@ -41,9 +41,17 @@ def test_permission_table(role: Role, action: Action, allowed: bool) -> None:
     assert (action in PERMISSIONS[role]) is allowed
 
 
-def test_every_role_can_read_what_it_sees() -> None:
+def test_every_role_bound_to_something_can_read_what_it_sees() -> None:
     for role in Role:
-        assert {Action.WORKSPACE_READ, Action.DEPLOYMENT_READ} <= PERMISSIONS[role]
+        if role is not Role.ALERTMANAGER:
+            assert {Action.WORKSPACE_READ, Action.DEPLOYMENT_READ} <= PERMISSIONS[role]
+
+
+def test_the_alertmanager_role_sees_nothing_and_may_only_post_alerts() -> None:
+    webhook = principal(Role.ALERTMANAGER, None)
+    assert PERMISSIONS[Role.ALERTMANAGER] == {Action.ALERTMANAGER_WEBHOOK}
+    assert not webhook.can_see(1)
+    assert not principal(Role.WORKSPACE_ADMIN).can_grant(Role.ALERTMANAGER)
 
 
 @pytest.mark.parametrize(

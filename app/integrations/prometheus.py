@@ -1,0 +1,164 @@
+"""Prometheus: the query API (metric names, series, instant queries) and rule reloads.
+
+This is the only module that talks HTTP to Prometheus. Reads go through prometheus-api-client,
+which is synchronous (requests): each call runs in a worker thread (`asyncio.to_thread`), which
+costs nothing that matters at Sextant's rate (a lint is a few dozen calls; the evaluator issues
+one fleet-wide query per rule and cycle, never one per deployment). Its own retry adapter is
+turned off, because retries live in one place, the caller's backoff (provisioning engine,
+periodic jobs). The lifecycle endpoint `POST /-/reload` is not part of that client, so it goes
+through httpx, Sextant's HTTP client.
+
+Failures become TransientError (connection, timeout, 5xx, 429) or PermanentError (4xx, e.g. a
+query Prometheus refuses), with Prometheus' own error text when it sent one, never a whole body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from app.integrations.errors import IntegrationError, TransientError, for_status
+
+UPSTREAM = "prometheus"
+T = TypeVar("T")
+_STATUS = re.compile(r"HTTP Status Code (\d+)")
+_ERROR_TEXT = re.compile(r'"error"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One series of an instant query result: its labels and value."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class RangePoint:
+    timestamp: float
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class RangeSeries:
+    """One series of a range query result."""
+
+    labels: Mapping[str, str]
+    points: tuple[RangePoint, ...]
+
+
+class PrometheusClient:
+    """A narrow client of one Prometheus server."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._connection = PrometheusConnect(
+            url=self.url, retry=Retry(total=0, raise_on_status=False), timeout=timeout
+        )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._connection.close()
+
+    async def metric_names(self, window: timedelta | None = None) -> set[str]:
+        """Names of the metrics with samples in the last `window` (all stored data if None)."""
+        params = _window_params(window)
+        values = await self._call(lambda: self._connection.get_label_values("__name__", params))
+        return {str(v) for v in values}
+
+    async def series(self, selector: str, window: timedelta | None = None) -> list[dict[str, str]]:
+        """Label sets of the series matching `selector` in the last `window` (all data if None)."""
+        end = datetime.now(UTC)
+        start = datetime.fromtimestamp(0, UTC) if window is None else end - window
+        found = await self._call(
+            lambda: self._connection.get_series(start, end, params={"match[]": selector})
+        )
+        return [{str(k): str(v) for k, v in labels.items()} for labels in found]
+
+    async def query(self, expr: str) -> list[Sample]:
+        """Evaluate an instant query now; vector results only (scalars become one sample)."""
+        raw = await self._call(lambda: self._connection.custom_query(expr))
+        return [_sample(item) for item in raw]
+
+    async def query_range(
+        self, expr: str, start: float, end: float, step: float
+    ) -> list[RangeSeries]:
+        """Evaluate `expr` over [start, end] (Unix seconds) every `step` seconds."""
+        raw = await self._call(
+            lambda: self._connection.custom_query_range(
+                expr,
+                start_time=datetime.fromtimestamp(start, UTC),
+                end_time=datetime.fromtimestamp(end, UTC),
+                step=str(step),
+            )
+        )
+        return [
+            RangeSeries(
+                {str(k): str(v) for k, v in (item.get("metric") or {}).items()},
+                tuple(RangePoint(float(t), float(v)) for t, v in item.get("values") or ()),
+            )
+            for item in raw
+        ]
+
+    async def reload(self) -> None:
+        """Ask Prometheus to re-read its configuration and rule files (`POST /-/reload`)."""
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                response = await client.post(f"{self.url}/-/reload")
+        except httpx.HTTPError as exc:
+            raise TransientError(UPSTREAM, f"reload: {type(exc).__name__}") from exc
+        if not response.is_success:
+            # Prometheus explains a failed reload (e.g. an invalid rule file) in the body.
+            raise for_status(UPSTREAM, response.status_code, f"reload: {response.text}")
+
+    async def _call(self, call: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(call)
+        except PrometheusApiClientException as exc:
+            raise _api_error(exc) from exc
+        except requests.RequestException as exc:
+            raise TransientError(UPSTREAM, f"{type(exc).__name__} contacting Prometheus") from exc
+        except (ValueError, KeyError) as exc:
+            raise TransientError(UPSTREAM, f"unreadable answer: {type(exc).__name__}") from exc
+
+
+def _window_params(window: timedelta | None) -> dict[str, Any]:
+    if window is None:
+        return {}
+    end = datetime.now(UTC)
+    return {"start": (end - window).timestamp(), "end": end.timestamp()}
+
+
+def _sample(item: Mapping[str, Any]) -> Sample:
+    labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+    value = item.get("value") or [0, "NaN"]
+    return Sample(labels, float(value[1]))
+
+
+def _api_error(exc: PrometheusApiClientException) -> IntegrationError:
+    # The client puts "HTTP Status Code <n> (<body bytes>)" in its message; keep the status and
+    # Prometheus' "error" field, not the body.
+    text = str(exc)
+    status_match = _STATUS.search(text)
+    status = int(status_match.group(1)) if status_match else 502
+    error_match = _ERROR_TEXT.search(text.replace("\\'", "'"))
+    if error_match:
+        try:
+            message = json.loads(f'"{error_match.group(1)}"')
+        except json.JSONDecodeError:
+            message = error_match.group(1)
+    else:
+        message = "no error text"
+    return for_status(UPSTREAM, status, str(message))
