@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from app.alerting.measure import Sample, per_deployment
+from app.alerting.measure import per_deployment
+from app.integrations.prometheus import Sample
 
 
 def s(value: float, **labels: str) -> Sample:
