@@ -79,9 +79,7 @@ async def test_wrong_types_and_values_are_422_naming_the_field(
     assert field in [d["field"] for d in response.json()["error"]["details"]]
 
 
-@pytest.mark.parametrize(
-    "params", [{"limit": 0}, {"limit": 501}, {"offset": -1}, {"limit": "ten"}]
-)
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 501}, {"offset": -1}, {"limit": "ten"}])
 async def test_bad_pagination_is_422(
     client: httpx.AsyncClient, admin: dict[str, str], params: dict[str, object]
 ) -> None:
