@@ -21,7 +21,7 @@ async def watched_deployments(session: AsyncSession) -> Sequence[tuple[Deploymen
         .where(Deployment.status != "deleting")
         .order_by(Deployment.id)
     )
-    return [(d, w) for d, w in rows.tuples().all()]
+    return [(d, w) for d, w in rows.all()]
 
 
 async def overrides(session: AsyncSession) -> Sequence[AlertRuleOverride]:

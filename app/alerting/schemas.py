@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.alerting.silences import SILENCEABLE_LABELS, MatchType
 
@@ -80,11 +80,19 @@ class RuleOverrideUpdate(BaseModel):
         description="A number in the rule's unit, or a duration (`90s`, `2m`) or percentage",
         examples=[90, "2m", "5%"],
     )
-    for_: str | float | None = Field(
+    for_: float | str | None = Field(
         default=None, alias="for", description="Seconds or a duration such as `5m`"
     )
     severity: Literal["info", "warning", "critical"] | None = None
     muted: bool | None = None
+
+    @field_validator("threshold", "for_", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: object) -> object:
+        # JSON true would otherwise pass as the number 1.
+        if isinstance(value, bool):
+            raise ValueError("must be a number or a string, not a boolean")
+        return value
 
 
 class MatcherIn(BaseModel):
