@@ -28,7 +28,7 @@ from app.health.router import router as health_router
 from app.integrations.prometheus import PrometheusClient
 from app.integrations.smtp import Mailer
 from app.jobs.scheduler import build_scheduler
-from app.provisioning.registry import build_targets
+from app.provisioning.registry import build_targets, close_targets
 from app.provisioning.targets import Target
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ def create_app(
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
             await _close_clients(clients)
+            await close_targets(targets)
             await engine.dispose()
             logger.info("sextant stopped")
 

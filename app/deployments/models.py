@@ -28,6 +28,9 @@ class Deployment(Base):
     worker_concurrency: Mapped[int] = mapped_column(default=16)
     min_workers: Mapped[int] = mapped_column(default=1)
     max_workers: Mapped[int] = mapped_column(default=10)
+    log_retention_days: Mapped[int] = mapped_column(default=15)
+    # Set when a delete asked to keep the deployment's logs in Elasticsearch.
+    keep_logs: Mapped[bool] = mapped_column(default=False)
     # Bumped on every change of the desired spec, so reconcilers can tell what they applied.
     generation: Mapped[int] = mapped_column(default=1)
     status: Mapped[str] = mapped_column(String(16), default="pending")
@@ -46,4 +49,5 @@ class Deployment(Base):
             "worker_concurrency": self.worker_concurrency,
             "min_workers": self.min_workers,
             "max_workers": self.max_workers,
+            "log_retention_days": self.log_retention_days,
         }

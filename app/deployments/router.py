@@ -93,13 +93,16 @@ async def delete_deployment(
     targets: TargetsDep,
     clock: ClockDep,
     context: ContextDep,
+    keep_logs: Annotated[
+        bool, Query(description="Keep the deployment's logs in Elasticsearch")
+    ] = False,
 ) -> Response:
     """Delete a deployment: remove what was provisioned for it, then it and its recipients.
 
     204 when everything is gone; 202 while a target could not be reached yet (the deployment
     stays `deleting` and the engine retries).
     """
-    deployment = await deployments.mark_deleting(session, principal, name)
+    deployment = await deployments.mark_deleting(session, principal, name, keep_logs)
     view = await deployments.read(session, deployment)
     removed = await provisioning.teardown(
         session, deployment, targets, clock, context.settings.provisioning

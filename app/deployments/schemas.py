@@ -71,6 +71,9 @@ class DeploymentCreate(BaseModel):
     )
     min_workers: int = Field(default=1, ge=0, le=100)
     max_workers: int = Field(default=10, ge=1, le=100)
+    log_retention_days: int = Field(
+        default=15, ge=1, le=3650, description="Days task and component logs are kept"
+    )
 
 
 class DeploymentUpdate(BaseModel):
@@ -87,6 +90,7 @@ class DeploymentUpdate(BaseModel):
     worker_concurrency: int | None = Field(default=None, ge=1, le=256)
     min_workers: int | None = Field(default=None, ge=0, le=100)
     max_workers: int | None = Field(default=None, ge=1, le=100)
+    log_retention_days: int | None = Field(default=None, ge=1, le=3650)
 
 
 class DeploymentRead(BaseModel):
@@ -99,6 +103,7 @@ class DeploymentRead(BaseModel):
     worker_concurrency: int
     min_workers: int
     max_workers: int
+    log_retention_days: int
     status: DeploymentStatus
     status_reason: str
     generation: int

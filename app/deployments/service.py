@@ -91,6 +91,7 @@ class DeploymentService:
             worker_concurrency=data.worker_concurrency,
             min_workers=data.min_workers,
             max_workers=data.max_workers,
+            log_retention_days=data.log_retention_days,
             status=DeploymentStatus.PENDING.value,
             status_reason="waiting to be provisioned",
         )
@@ -147,6 +148,8 @@ class DeploymentService:
             deployment.airflow_version = data.airflow_version
         if data.worker_concurrency is not None:
             deployment.worker_concurrency = data.worker_concurrency
+        if data.log_retention_days is not None:
+            deployment.log_retention_days = data.log_retention_days
         deployment.executor = executor.value
         deployment.components = components
         deployment.min_workers = min_workers
@@ -169,7 +172,7 @@ class DeploymentService:
         return deployment
 
     async def mark_deleting(
-        self, session: AsyncSession, principal: Principal, name: str
+        self, session: AsyncSession, principal: Principal, name: str, keep_logs: bool = False
     ) -> Deployment:
         """Start deleting a deployment; the provisioning engine tears it down and removes it.
 
@@ -190,6 +193,7 @@ class DeploymentService:
             before=deployment.snapshot(),
         )
         deployment.status = DeploymentStatus.DELETING.value
+        deployment.keep_logs = keep_logs
         deployment.status_reason = "removing what was provisioned"
         await session.flush()
         return deployment

@@ -116,7 +116,7 @@ class HealthService:
         return (
             Check(CheckStatus.NOT_CONFIGURED)
             if not settings.url
-            else Check.of(await http_ready(settings.url, "/"))
+            else Check.of(await http_ready(settings.url, "/_cluster/health"))
         )
 
     async def _smtp(self, context: AppContext) -> Check:

@@ -22,6 +22,18 @@ async def runs_of(session: AsyncSession, deployment_id: int) -> Sequence[Provisi
     return rows.all()
 
 
+async def others_in_workspace(session: AsyncSession, deployment: Deployment) -> int:
+    """How many other deployments of the same workspace are not being deleted."""
+    count = await session.scalar(
+        select(func.count()).where(
+            Deployment.workspace_id == deployment.workspace_id,
+            Deployment.id != deployment.id,
+            Deployment.status != "deleting",
+        )
+    )
+    return int(count or 0)
+
+
 async def due_deployments(
     session: AsyncSession, now: datetime, targets: Sequence[str]
 ) -> Sequence[Deployment]:

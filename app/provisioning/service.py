@@ -23,6 +23,8 @@ from app.core.settings import ProvisioningSettings
 from app.deployments.models import Deployment
 from app.deployments.schemas import DeploymentStatus
 from app.integrations.errors import IntegrationError, PermanentError
+from app.observability.elasticsearch_target import KEEP_LOGS
+from app.observability.grafana_target import LAST_IN_WORKSPACE
 from app.provisioning import repository
 from app.provisioning.models import ProvisioningRun
 from app.provisioning.schemas import ProvisioningRead, ProvisioningRunRead
@@ -41,10 +43,17 @@ class RunStatus:
 
 
 class ProvisioningService:
-    async def view(self, session: AsyncSession, deployment: Deployment) -> DeploymentView:
+    async def view(
+        self, session: AsyncSession, deployment: Deployment, *, tearing_down: bool = False
+    ) -> DeploymentView:
         """What targets see of a deployment."""
         workspace = await workspace_repository.get(session, deployment.workspace_id)
         assert workspace is not None  # a foreign key guarantees it
+        extra: dict[str, object] = {KEEP_LOGS: deployment.keep_logs}
+        if tearing_down:
+            # Workspace-wide artifacts (Grafana's folder and dashboards) go with the last one.
+            remaining = await repository.others_in_workspace(session, deployment)
+            extra[LAST_IN_WORKSPACE] = remaining == 0
         return DeploymentView(
             name=deployment.name,
             workspace=workspace.name,
@@ -52,6 +61,8 @@ class ProvisioningService:
             airflow_version=deployment.airflow_version,
             components=deployment.components,
             generation=deployment.generation,
+            log_retention_days=deployment.log_retention_days,
+            extra=extra,
         )
 
     async def reconcile(
@@ -151,7 +162,7 @@ class ProvisioningService:
         settings: ProvisioningSettings,
     ) -> bool:
         """Remove the deployment from every target, last-applied first; True when all are gone."""
-        view = await self.view(session, deployment)
+        view = await self.view(session, deployment, tearing_down=True)
         runs = {run.target: run for run in await repository.runs_of(session, deployment.id)}
         now = clock.now()
         complete = True
