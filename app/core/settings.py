@@ -8,14 +8,15 @@ development.
 
 from __future__ import annotations
 
+import json
 import warnings
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"changeme", "changethis", "secret", "password", "admin", "token"})
 
@@ -67,12 +68,22 @@ class AlertsSettings(Group):
     # How long Prometheus may be unreachable before SextantMonitoringUnavailable fires.
     monitoring_grace: float = Field(default=60.0, ge=0)
     # Addresses that receive fleet-wide and Sextant's own alerts.
-    system_recipients: list[str] = Field(default_factory=list)
+    system_recipients: Annotated[list[str], NoDecode] = Field(default_factory=list)
     delivery_interval: float = Field(default=2.0, gt=0)
     delivery_batch: int = Field(default=200, ge=1, le=10_000)
     delivery_concurrency: int = Field(default=4, ge=1, le=64)
     # Seconds before retry N of a transient delivery failure (the last value repeats).
     delivery_backoff: list[float] = Field(default=[10, 30, 60, 120, 300, 600], min_length=1)
+
+    @field_validator("system_recipients", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # `a@example.com,b@example.com` as well as a JSON list.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class ProvisioningSettings(Group):

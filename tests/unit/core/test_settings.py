@@ -64,3 +64,14 @@ def test_placeholder_secrets_only_warn_in_development(monkeypatch: pytest.Monkey
     with pytest.warns(UserWarning, match="placeholder secret"):
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.environment is Environment.DEVELOPMENT
+
+
+@pytest.mark.parametrize(
+    "value", ["a@example.com, b@example.com", '["a@example.com", "b@example.com"]']
+)
+def test_system_recipients_take_a_list_or_commas(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SEXTANT_ALERTS_SYSTEM_RECIPIENTS", value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.alerts.system_recipients == ["a@example.com", "b@example.com"]
