@@ -146,6 +146,67 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(help="Token id")]) -> 
     typer.echo(f"revoked {token_id}")
 
 
+@cli.command()
+def lint(
+    prometheus: Annotated[
+        str | None,
+        typer.Option(help="Prometheus to check against [default: SEXTANT_PROMETHEUS_URL]"),
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="Look for series this far back (Prometheus duration)")
+    ] = "1h",
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Check only these sources (airflow, pgbouncer, sextant, prometheus); "
+            "default: every source the Prometheus has metrics of"
+        ),
+    ] = None,
+    dashboards: Annotated[bool, typer.Option(help="Check the dashboards' queries too")] = True,
+) -> None:
+    """Check that every alert rule and dashboard query reads series that exist."""
+    from datetime import timedelta
+
+    from app.integrations.errors import IntegrationError
+    from app.observability import lint as linting
+    from app.observability.promql import PromQLError, parse_duration
+    from app.observability.rules import CatalogueError, catalogue
+
+    settings = get_settings()
+    try:
+        queries = linting.rule_queries(catalogue())
+        if dashboards:
+            queries += linting.dashboard_queries()
+        look_back: timedelta = parse_duration(window)
+        sources = None if not source else [linting.Source(s) for s in source]
+    except (CatalogueError, PromQLError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    url = prometheus or settings.prometheus.url
+    if url is None:
+        findings = linting.static_findings(queries)
+        for finding in findings:
+            typer.echo(str(finding))
+        typer.echo(
+            f"{len(queries)} queries parsed, {len(findings)} finding(s); live checks skipped "
+            "(give --prometheus or set SEXTANT_PROMETHEUS_URL)"
+        )
+        if findings:
+            raise typer.Exit(code=1)
+        return
+    try:
+        report = asyncio.run(
+            linting.lint_prometheus(
+                url, queries, window=look_back, sources=sources, timeout=settings.prometheus.timeout
+            )
+        )
+    except IntegrationError as exc:
+        raise _fail(str(exc)) from None
+    for line in report.lines():
+        typer.echo(line)
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
 def main() -> None:
     """Entry point of the `sextant` console script."""
     cli(prog_name="sextant")

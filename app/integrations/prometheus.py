@@ -14,6 +14,7 @@ query Prometheus refuses), with Prometheus' own error text when it sent one, nev
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import re
@@ -33,7 +34,7 @@ from app.integrations.errors import IntegrationError, TransientError, for_status
 UPSTREAM = "prometheus"
 T = TypeVar("T")
 _STATUS = re.compile(r"HTTP Status Code (\d+)")
-_ERROR_TEXT = re.compile(r'"error"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_BODY = re.compile(r"\((b(['\"]).*\2)\)$", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,17 +149,22 @@ def _sample(item: Mapping[str, Any]) -> Sample:
 
 
 def _api_error(exc: PrometheusApiClientException) -> IntegrationError:
-    # The client puts "HTTP Status Code <n> (<body bytes>)" in its message; keep the status and
-    # Prometheus' "error" field, not the body.
+    # The client's message is "HTTP Status Code <n> (<repr of the body bytes>)": keep the status
+    # and the "error" field of Prometheus' JSON answer, never the body itself.
     text = str(exc)
     status_match = _STATUS.search(text)
     status = int(status_match.group(1)) if status_match else 502
-    error_match = _ERROR_TEXT.search(text.replace("\\'", "'"))
-    if error_match:
-        try:
-            message = json.loads(f'"{error_match.group(1)}"')
-        except json.JSONDecodeError:
-            message = error_match.group(1)
-    else:
-        message = "no error text"
-    return for_status(UPSTREAM, status, str(message))
+    return for_status(UPSTREAM, status, _error_text(text))
+
+
+def _error_text(text: str) -> str:
+    body_match = _BODY.search(text)
+    if body_match is None:
+        return "no error text"
+    try:
+        body = ast.literal_eval(body_match.group(1))
+        answer = json.loads(body)
+    except (ValueError, SyntaxError):
+        return "unreadable error"
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return error if isinstance(error, str) else "no error text"
