@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -17,6 +18,8 @@ from app.core.migrations import DatabaseNotMigrated, upgrade
 from app.core.security import Role
 from app.core.settings import get_settings
 from app.main import ensure_schema
+from app.provisioning.registry import build_targets
+from app.provisioning.render import render_files, write_files
 from app.tokens.service import CLI_PRINCIPAL, tokens
 
 cli = typer.Typer(
@@ -205,6 +208,21 @@ def lint(
         typer.echo(line)
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+@cli.command()
+def render(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the artifacts into")],
+) -> None:
+    """Write every artifact of every deployment under OUT, deterministically (for GitOps)."""
+    settings = get_settings()
+
+    async def work(session: AsyncSession) -> dict[str, str]:
+        return await render_files(session, build_targets(settings), settings)
+
+    files = _with_session(work)
+    written = write_files(files, out)
+    typer.echo(f"wrote {len(written)} files under {out}")
 
 
 def main() -> None:

@@ -76,3 +76,11 @@ def test_unknown_role_is_refused(tmp_path: Path, role: str) -> None:
     result = sextant("tokens", "create", "--role", role, database_url=url, cwd=tmp_path)
     assert result.returncode == 2
     assert "--role" in result.stderr
+
+
+def test_render_writes_the_shared_artifacts_of_an_empty_installation(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/sextant.db"
+    result = sextant("render", "--out", str(tmp_path / "out"), database_url=url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "statsd" / "mappings.yml").read_text().startswith("#")
+    assert "webhook" in (tmp_path / "out" / "alertmanager" / "alertmanager.yml").read_text()
