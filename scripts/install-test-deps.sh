@@ -3,7 +3,8 @@
 #
 # Debian packages:  PostgreSQL 15, Redis, PgBouncer, Prometheus (+promtool),
 #                   Alertmanager (+amtool)
-# Go module proxy:  statsd_exporter
+# Go module proxy:  statsd_exporter; k8s.io/kubernetes for the kube-apiserver harness
+#                   (tests/harness/kube, built into sextant-kube-apiserver)
 # Maven Central:    the Elasticsearch 8 server (integ-test-zip, runs on the machine's JDK 17)
 #
 # Idempotent: a repeat run on the same machine only checks what is there. Everything that is
@@ -185,6 +186,56 @@ install_statsd_exporter() {
   printf '%s\n' "$STATSD_EXPORTER_VERSION" >"$stamp"
 }
 
+# --- kube-apiserver harness from the Go module proxy -----------------------------------------
+
+KUBE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/harness/kube"
+
+# The digest of the harness's sources; tests/harness/kubernetes.py computes the same one to tell
+# a binary that is older than the sources.
+kube_sources_hash() {
+  (cd "$KUBE_SRC" && export LC_ALL=C && sha256sum go.mod go.sum *.go | sha256sum | cut -c1-64)
+}
+
+install_kube_apiserver() {
+  local target="$BIN/sextant-kube-apiserver" stamp="$TOOLS/sextant-kube-apiserver.stamp"
+  local go version ldflags recipe expected started
+  version="$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$KUBE_SRC/go.mod")"
+  # What the API server reports as its version (/version, discovery); `go build` leaves it at
+  # v0.0.0-master otherwise.
+  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$version"
+  ldflags+=" -X k8s.io/component-base/version.gitMajor=$(echo "$version" | cut -d. -f1 | tr -d v)"
+  ldflags+=" -X k8s.io/component-base/version.gitMinor=$(echo "$version" | cut -d. -f2)"
+  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  recipe="CGO_ENABLED=0 go build -trimpath -ldflags '$ldflags'"
+  # A change to the sources or to the recipe rebuilds.
+  expected="$(printf 'sources %s\nbuild %s' "$(kube_sources_hash)" "$recipe")"
+  if [ -x "$target" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$expected" ]; then
+    say "kube-apiserver harness (k8s.io/kubernetes $version): present"
+    return
+  fi
+  if ! go="$(find_go)"; then
+    warn "go not found (expected on PATH or /usr/local/go/bin); the kube-apiserver harness needs Go"
+    MISSING+=("kube-apiserver harness (needs Go, see tests/harness/kube/go.mod)")
+    return
+  fi
+  say "building the kube-apiserver harness (k8s.io/kubernetes $version) with $("$go" version | cut -d' ' -f3) ..."
+  say "  a cold build downloads ~140 MB of modules (~700 MB unpacked) and compiles for 5-7 minutes"
+  started=$SECONDS
+  mkdir -p "$BIN"
+  # Same caches as statsd_exporter; GOTOOLCHAIN=local: use this Go or fail, never download one.
+  if ! (cd "$KUBE_SRC" && GOMODCACHE="$TOOLS/go/mod" GOCACHE="$TOOLS/go/cache" \
+    GOFLAGS="-modcacherw -buildvcs=false -mod=readonly" GOTOOLCHAIN=local CGO_ENABLED=0 \
+    "$go" build -trimpath -ldflags "$ldflags" -o "$target.partial" .); then
+    rm -f "$target.partial"
+    warn "building tests/harness/kube failed"
+    MISSING+=("kube-apiserver harness (go build failed)")
+    return
+  fi
+  mv "$target.partial" "$target"
+  printf '%s\n' "$expected" >"$stamp"
+  say "kube-apiserver harness built in $((SECONDS - started))s"
+}
+
 # --- Elasticsearch from Maven Central --------------------------------------------------------
 
 install_elasticsearch() {
@@ -226,6 +277,7 @@ main() {
   check_java
   ensure_test_user
   install_statsd_exporter
+  install_kube_apiserver
   install_elasticsearch
   local elapsed=$((SECONDS - STARTED_AT))
   if [ "${#MISSING[@]}" -gt 0 ]; then

@@ -36,6 +36,7 @@ from tests.harness.components import (
     start_redis,
     start_statsd_exporter,
 )
+from tests.harness.kubernetes import KubeApiServer, start_kube_apiserver
 from tests.harness.process import LOG_TAIL_LINES, ComponentStartError, ManagedProcess
 
 P = ParamSpec("P")
@@ -193,3 +194,15 @@ def processes_used_by(item: pytest.Item) -> list[ManagedProcess]:
             if isinstance(candidate, Component):
                 found[id(candidate.process)] = candidate.process
     return list(found.values())
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(component_dirs: ComponentDirs) -> Iterator[KubeApiServer]:
+    """A real kube-apiserver with embedded etcd for the session (~3 s to start); no controllers.
+
+    Use a namespace of your own per test: deleted namespaces stay Terminating, see
+    tests/harness/kube/README.md.
+    """
+    server = start_component(lambda: start_kube_apiserver(component_dirs))
+    yield server
+    server.stop()
