@@ -1,0 +1,1 @@
+"""Runtimes: where a deployment's Airflow components run (Kubernetes, local processes, none)."""
