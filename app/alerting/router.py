@@ -37,7 +37,8 @@ router = APIRouter(tags=["alerts"], responses=API_ERRORS)
 
 DeploymentName = Annotated[str, Path(max_length=NAME_MAX_LENGTH, description="Deployment name")]
 RuleName = Annotated[str, Path(max_length=100, description="Alert rule name")]
-SilenceId = Annotated[int, Path(ge=1, le=2**62)]
+# silences.id is a 32-bit INTEGER column; a larger id would fail in PostgreSQL, not be "not found".
+SilenceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Pagination = Annotated[PageParams, Depends(page_params)]
 
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from app.alerting.silences import SILENCEABLE_LABELS, MatchType
 
 AlertStatusName = Literal["inactive", "pending", "firing", "resolved"]
+
+
+def _timestamp_string(value: object) -> object:
+    # Pydantic would read a number as Unix seconds; the API documents RFC 3339 strings, and a
+    # number in the wrong unit would silently land in 1970 or the far future.
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp_string)]
+"""An input time: an RFC 3339 string (numbers are refused, not read as Unix seconds)."""
 
 
 class AlertRead(BaseModel):
@@ -107,15 +119,15 @@ class SilenceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     matchers: list[MatcherIn] = Field(min_length=1, max_length=20)
-    starts_at: datetime | None = Field(default=None, description="Default: now")
-    ends_at: datetime
+    starts_at: Timestamp | None = Field(default=None, description="Default: now")
+    ends_at: Timestamp
     comment: str = Field(default="", max_length=2000)
 
 
 class SilenceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ends_at: datetime | None = None
+    ends_at: Timestamp | None = None
     comment: str | None = Field(default=None, max_length=2000)
 
 
@@ -136,8 +148,8 @@ class WebhookAlert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime
-    endsAt: datetime | None = None
+    startsAt: Timestamp
+    endsAt: Timestamp | None = None
     fingerprint: str | None = None
 
 

@@ -10,11 +10,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.errors import AppError
 
 logger = logging.getLogger(__name__)
+
+# SQLSTATE character_not_in_repertoire: what PostgreSQL answers for a NUL in a text value.
+_NUL_IN_TEXT = "22021"
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -93,10 +98,39 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return _response(422, "invalid_input", summary or "invalid input", details)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # Only the framework raises HTTPException, and its 400 means a body that could not be
+        # read (e.g. not UTF-8); malformed JSON is already a 422, so this is invalid input too.
+        details = [{"field": "body", "message": str(exc.detail), "type": "body_unreadable"}]
+        return _response(422, "invalid_input", f"body: {exc.detail}", details)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette names only the first route that matched the path; Allow must list them all.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return _response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    return _response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method that some route serves at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route_methods
+    return sorted(methods)
+
+
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    # PostgreSQL cannot store NUL in text (SQLSTATE 22021), yet JSON strings, paths and query
+    # strings can all carry one; that is the client's input, not our failure.
+    if getattr(exc.orig, "sqlstate", None) == _NUL_IN_TEXT:
+        message = "text values must not contain the NUL character (\\u0000)"
+        return _response(422, "invalid_input", message, [{"message": message, "type": "nul"}])
+    raise exc
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -109,6 +143,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
 
 
