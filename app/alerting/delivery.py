@@ -2,13 +2,16 @@
 
 A round claims a batch of due notifications (a claim expires, so a replica that dies mid-batch
 releases its rows), composes each e-mail, sends the batch over pooled SMTP sessions, and records
-each verdict: sent; retry later with backoff; failed for good (visible in the notification log,
-other recipients unaffected); or cancelled, when the recipient was removed meanwhile.
+each verdict as soon as the server gave it: sent; retry later with backoff; failed for good
+(visible in the notification log, other recipients unaffected); or cancelled, when the recipient
+was removed meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +28,9 @@ from app.recipients.models import AlertRecipient
 
 logger = logging.getLogger(__name__)
 
-CLAIM_TTL = timedelta(minutes=2)
+# Stop taking new messages this long before the claim expires, so a slow SMTP server never
+# lets another replica claim (and send) rows this round is still sending.
+CLAIM_MARGIN = 0.2
 
 Composer = Callable[[AsyncSession, Sequence[Notification]], Awaitable[dict[int, EmailMessage]]]
 
@@ -49,9 +54,11 @@ async def deliver_due(
 ) -> DeliveryReport:
     """Send one batch of due notifications and record what happened to each."""
     report = DeliveryReport()
+    ttl = timedelta(seconds=settings.claim_ttl)
+    deadline = time.monotonic() + settings.claim_ttl * (1 - CLAIM_MARGIN)
     async with session_scope(sessionmaker) as session:
         claimed = await repository.claim_due(
-            session, holder, now, now + CLAIM_TTL, settings.delivery_batch
+            session, holder, now, now + ttl, settings.delivery_batch
         )
         report.claimed = len(claimed)
         if not claimed:
@@ -62,13 +69,26 @@ async def deliver_due(
         report.cancelled = len(cancelled)
         messages = await compose(session, live)
     ordered = [n for n in live if n.id in messages]
-    verdicts = await mailer.send_many([messages[n.id] for n in ordered])
-    async with session_scope(sessionmaker) as session:
-        for notification, verdict in zip(ordered, verdicts, strict=True):
-            row = await session.get(Notification, notification.id)
-            if row is None or row.claimed_by != holder:
-                continue
-            _record(row, verdict, now, settings)
+    # Each verdict is committed as soon as it is known, before the slot takes another message:
+    # a crash mid-batch re-sends only the messages in flight (at most `concurrency`), never
+    # those already accepted.
+    slots = asyncio.Semaphore(mailer.concurrency)
+
+    async def deliver(notification: Notification) -> Delivery | None:
+        async with slots:
+            if time.monotonic() >= deadline:
+                # Left claimed; the claim lapses and the next round takes it.
+                return None
+            delivery = await mailer.send(messages[notification.id])
+            async with session_scope(sessionmaker) as session:
+                row = await session.get(Notification, notification.id)
+                if row is None or row.claimed_by != holder:
+                    return None
+                _record(row, delivery, now, settings)
+            return delivery
+
+    for verdict in await asyncio.gather(*(deliver(n) for n in ordered)):
+        if verdict is not None:
             report.sent += verdict.verdict is Verdict.SENT
             report.retried += verdict.verdict is Verdict.RETRY
             report.failed += verdict.verdict is Verdict.FAILED

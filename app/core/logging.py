@@ -54,3 +54,5 @@ def configure_logging(settings: LogSettings) -> None:
         logger.propagate = True
     # Access lines are written by our own middleware, with the request id and route.
     logging.getLogger("uvicorn.access").disabled = True
+    # APScheduler logs every job run at INFO: several lines a second, saying nothing.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))

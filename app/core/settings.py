@@ -9,6 +9,7 @@ development.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from enum import StrEnum
 from functools import lru_cache
@@ -72,6 +73,9 @@ class AlertsSettings(Group):
     delivery_interval: float = Field(default=2.0, gt=0)
     delivery_batch: int = Field(default=200, ge=1, le=10_000)
     delivery_concurrency: int = Field(default=4, ge=1, le=64)
+    # How long a delivery round owns the rows it claimed; a process that dies releases them
+    # after this long. A round stops sending before its claim runs out.
+    claim_ttl: float = Field(default=30.0, ge=2)
     # Seconds before retry N of a transient delivery failure (the last value repeats).
     delivery_backoff: list[float] = Field(default=[10, 30, 60, 120, 300, 600], min_length=1)
 
@@ -126,8 +130,57 @@ class ElasticsearchSettings(Group):
 
 
 class KubernetesSettings(Group):
+    # Without a kubeconfig, Sextant uses its pod's service account when it runs in a cluster.
     kubeconfig: str | None = None
     context: str | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    # HTTP connections to the API server, and requests in flight while applying one deployment.
+    connections: int = Field(default=16, ge=1, le=256)
+    concurrency: int = Field(default=8, ge=1, le=64)
+    # Images; Airflow's tag is the deployment's Airflow version.
+    airflow_image: str = "apache/airflow"
+    statsd_image: str = "quay.io/prometheus/statsd-exporter:v0.28.0"
+    redis_image: str = "redis:7.2-bookworm"
+    pgbouncer_image: str = "apache/airflow:airflow-pgbouncer-2025.03.05-1.23.1"
+    pgbouncer_exporter_image: str = "apache/airflow:airflow-pgbouncer-exporter-2025.03.05-0.18.0"
+    # The PostgreSQL server holding every deployment's metadata database, behind its PgBouncer.
+    metadata_host: str = "postgresql.sextant-system.svc"
+    metadata_port: int = Field(default=5432, ge=1, le=65535)
+    # Namespaces whose pods the NetworkPolicy admits (Prometheus scraping, the ingress controller).
+    prometheus_namespace: str = "monitoring"
+    ingress_namespace: str = "ingress-nginx"
+
+
+def _default_state_dir() -> Path:
+    # PostgreSQL and PgBouncer run as `postgres` under root, and must reach their folders:
+    # root's home (0700) is out of their reach, so root keeps state where daemons do.
+    if os.geteuid() == 0:
+        return Path("/var/lib/sextant")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "sextant"
+
+
+def _default_tools_dir() -> Path:
+    # The same folder scripts/install-test-deps.sh and scripts/airflow-env.sh use.
+    if os.environ.get("SEXTANT_TOOLS_DIR"):
+        return Path(os.environ["SEXTANT_TOOLS_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "sextant"
+
+
+class LocalSettings(Group):
+    """The local runtime: Airflow deployments as supervised processes on this machine."""
+
+    # Per deployment `<state_dir>/<deployment>/` (logs, AIRFLOW_HOME, dags, pid files) and the
+    # shared PostgreSQL server in `<state_dir>/_postgres/`.
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    # Where `sextant local setup` puts the Airflow virtual environment (airflow-<version>).
+    tools_dir: Path = Field(default_factory=_default_tools_dir)
+    airflow_version: str = Field(default="3.3.2", pattern=r"^3\.\d+\.\d+$")
+    # Folder of PostgreSQL's server binaries (initdb, postgres, psql).
+    postgres_bin_dir: Path = Path("/usr/lib/postgresql/15/bin")
+    # Seconds a Celery worker gets to finish its running tasks after SIGTERM (warm shutdown).
+    worker_grace: float = Field(default=600.0, ge=0)
 
 
 class SmtpSettings(Group):
@@ -169,6 +222,7 @@ class Settings(BaseSettings):
     grafana: GrafanaSettings = GrafanaSettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
+    local: LocalSettings = Field(default_factory=LocalSettings)
     smtp: SmtpSettings = SmtpSettings()
 
     @model_validator(mode="after")

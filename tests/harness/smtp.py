@@ -40,8 +40,11 @@ class SmtpSink(Component):
             path.unlink()
 
 
-def start_smtp_sink(dirs: ComponentDirs) -> SmtpSink:
-    """Start the sink on a free port, with messages kept under its own folder."""
+def start_smtp_sink(dirs: ComponentDirs, delay: float = 0.0) -> SmtpSink:
+    """Start the sink on a free port, with messages kept under its own folder.
+
+    `delay`: seconds the sink takes to accept each message (a slow mail server).
+    """
     home = dirs.make("smtp")
     maildir = home / "mail"
     maildir.mkdir()
@@ -49,7 +52,7 @@ def start_smtp_sink(dirs: ComponentDirs) -> SmtpSink:
     process = ManagedProcess(
         "smtp",
         [sys.executable, "-m", "tests.harness.smtp_sink", "--host", HOST, "--port", str(port),
-         "--maildir", str(maildir)],
+         "--maildir", str(maildir), "--delay", str(delay)],
         log_path=home / "smtp.log",
         ready=tcp_accepts(port),
         cwd=REPO_ROOT,

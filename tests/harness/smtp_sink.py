@@ -3,8 +3,10 @@
 Run as its own process by the harness, so that tests can stop it (SMTP down), kill it, and start
 it again on the same port. Recipients whose local part starts with `unknown` are refused with a
 permanent 550, those starting with `busy` with a transient 451, as real mail servers do.
+`--delay SECONDS` makes it slow: each message is accepted (written, then answered 250) only
+after that long, as a loaded mail server would, so tests can catch a sender mid-batch.
 
-    python -m tests.harness.smtp_sink --port PORT --maildir DIR
+    python -m tests.harness.smtp_sink --port PORT --maildir DIR [--delay SECONDS]
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 class MaildirHandler:
     """Accepts mail into one file per message and recipient; refuses the marked addresses."""
 
-    def __init__(self, maildir: Path) -> None:
+    def __init__(self, maildir: Path, delay: float = 0.0) -> None:
         self.maildir = maildir
+        self.delay = delay
         self.serial = itertools.count(1)
 
     async def handle_EHLO(
@@ -55,6 +58,8 @@ class MaildirHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         content = envelope.original_content or b""
         for recipient in envelope.rcpt_tos:
             name = f"{time.time_ns()}-{next(self.serial):06d}.eml"
@@ -70,9 +75,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--maildir", type=Path, required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before accepting")
     args = parser.parse_args()
     args.maildir.mkdir(parents=True, exist_ok=True)
-    controller = Controller(MaildirHandler(args.maildir), hostname=args.host, port=args.port)
+    controller = Controller(
+        MaildirHandler(args.maildir, args.delay), hostname=args.host, port=args.port
+    )
     controller.start()
     print(f"smtp sink listening on {args.host}:{args.port}", flush=True)
     loop = asyncio.new_event_loop()
