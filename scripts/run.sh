@@ -15,7 +15,7 @@ if [[ "$database" == sqlite:///./* ]] && [ ! -f "${database#sqlite:///}" ]; then
     token=$(uv run --no-sync sextant tokens create --role system-admin --name bootstrap | tail -n 1)
     echo
     echo "    export SEXTANT_TOKEN=$token"
-    echo "    curl -H \"Authorization: Bearer \$SEXTANT_TOKEN\" http://127.0.0.1:8080/api/v1/workspaces"
+    echo "    curl -H \"Authorization: Bearer \$SEXTANT_TOKEN\" http://${SEXTANT_SERVER_HOST:-127.0.0.1}:${SEXTANT_SERVER_PORT:-8080}/api/v1/workspaces"
     echo
 fi
 echo "==> Sextant on http://${SEXTANT_SERVER_HOST:-127.0.0.1}:${SEXTANT_SERVER_PORT:-8080} (API docs at /docs; Ctrl-C stops it)"
