@@ -398,11 +398,29 @@ class ElasticsearchClient:
         _check_name(index)
         await self._call(f"refreshing {index}", self._client.indices.refresh(index=index))
 
-    async def search(self, index: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Run a search request body against one exact index or data stream."""
+    async def search(
+        self,
+        index: str,
+        body: Mapping[str, Any],
+        *,
+        ignore_unavailable: bool = False,
+        filter_path: Sequence[str] | None = None,
+    ) -> Mapping[str, Any]:
+        """Run a search request body against one exact index or data stream.
+
+        `ignore_unavailable` answers no hits, instead of an error, for a stream that does not
+        exist yet (a deployment that has not logged). `filter_path` keeps only those parts of
+        the answer: a page of log lines is mostly `_source`, and the rest is bytes to parse.
+        """
         _check_name(index)
         response = await self._call(
-            f"searching {index}", self._client.search(index=index, body=dict(body))
+            f"searching {index}",
+            self._client.search(
+                index=index,
+                body=dict(body),
+                ignore_unavailable=ignore_unavailable or None,
+                filter_path=list(filter_path) if filter_path is not None else None,
+            ),
         )
         result: Mapping[str, Any] = response.body
         return result
