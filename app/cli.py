@@ -31,6 +31,8 @@ db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 tokens_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(tokens_cli, name="tokens")
+local_cli = typer.Typer(help="The local runtime (Airflow as processes on this machine).")
+cli.add_typer(local_cli, name="local")
 
 T = TypeVar("T")
 
@@ -223,6 +225,55 @@ def render(
     files = _with_session(work)
     written = write_files(files, out)
     typer.echo(f"wrote {len(written)} files under {out}")
+
+
+@cli.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port of Sextant's API (another if taken)")] = 8080,
+) -> None:
+    """Run Prometheus, Alertmanager, an SMTP sink, Sextant and one real Airflow; Ctrl-C stops."""
+    from app.demo.run import DemoFailed, run_demo
+
+    def say(line: str) -> None:
+        typer.echo(line)
+
+    try:
+        run_demo(get_settings(), say, port)
+    except DemoFailed as exc:
+        raise _fail(str(exc)) from None
+
+
+@local_cli.command("setup")
+def local_setup(
+    airflow_version: Annotated[
+        str | None, typer.Option(help="Airflow version [default: SEXTANT_LOCAL_AIRFLOW_VERSION]")
+    ] = None,
+) -> None:
+    """Create the Airflow virtual environment and check the programs the local runtime runs."""
+    from app.runtime.local_tools import (
+        ToolMissing,
+        install_statsd_exporter,
+        missing_programs,
+        setup,
+    )
+
+    settings = get_settings().local
+
+    def say(line: str) -> None:
+        typer.echo(line, err=True)
+
+    say(f"state dir: {settings.state_dir}; tools dir: {settings.tools_dir}")
+    try:
+        venv = setup(settings, say, airflow_version)
+        install_statsd_exporter(settings, say)
+    except ToolMissing as exc:
+        raise _fail(str(exc)) from None
+    problems = missing_programs(settings)
+    for problem in problems:
+        say(f"missing: {problem}")
+    if problems:
+        raise _fail(f"Airflow is ready in {venv}, but {len(problems)} program(s) are missing")
+    typer.echo(f"local runtime ready: Airflow in {venv}")
 
 
 def main() -> None:

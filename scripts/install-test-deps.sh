@@ -268,6 +268,20 @@ install_elasticsearch() {
   printf '%s\n' "$ES_VERSION" >"$TOOLS/elasticsearch.version"
 }
 
+# --- Apache Airflow from PyPI, in its own venv ----------------------------------------------
+
+install_airflow() {
+  local script venv
+  script="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/airflow-env.sh"
+  # The local runtime's tests run a real Airflow 3 (CeleryExecutor); idempotent, ~20 s with uv.
+  if venv="$(SEXTANT_TOOLS_DIR="$TOOLS" bash "$script" | tail -n 1)"; then
+    say "airflow venv: $venv"
+  else
+    warn "creating the Airflow venv failed (scripts/airflow-env.sh)"
+    MISSING+=("airflow venv (scripts/airflow-env.sh failed)")
+  fi
+}
+
 # --- main ------------------------------------------------------------------------------------
 
 main() {
@@ -279,6 +293,7 @@ main() {
   install_statsd_exporter
   install_kube_apiserver
   install_elasticsearch
+  install_airflow
   local elapsed=$((SECONDS - STARTED_AT))
   if [ "${#MISSING[@]}" -gt 0 ]; then
     warn "still missing:"

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from app.alerting.router import router as alerting_router
 from app.audit.router import router as audit_router
 from app.deployments.router import router as deployments_router
+from app.logs.router import router as logs_router
 from app.provisioning.router import router as provisioning_router
 from app.recipients.router import router as recipients_router
 from app.tokens.router import router as tokens_router
@@ -21,5 +22,6 @@ for router in (
     alerting_router,
     tokens_router,
     audit_router,
+    logs_router,
 ):
     api_router.include_router(router)

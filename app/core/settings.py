@@ -144,7 +144,7 @@ class KubernetesSettings(Group):
     pgbouncer_image: str = "apache/airflow:airflow-pgbouncer-2025.03.05-1.23.1"
     pgbouncer_exporter_image: str = "apache/airflow:airflow-pgbouncer-exporter-2025.03.05-0.18.0"
     # The PostgreSQL server holding every deployment's metadata database, behind its PgBouncer.
-    metadata_host: str = "postgresql.sextant-system.svc"
+    metadata_host: str = "postgresql.sextant.svc"
     metadata_port: int = Field(default=5432, ge=1, le=65535)
     # Namespaces whose pods the NetworkPolicy admits (Prometheus scraping, the ingress controller).
     prometheus_namespace: str = "monitoring"

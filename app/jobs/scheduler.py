@@ -27,7 +27,10 @@ from app.core import leases
 from app.core.context import AppContext
 from app.core.database import session_scope
 from app.core.settings import Settings
+from app.logs.service import logs
+from app.observability.elasticsearch_target import ElasticsearchTarget
 from app.observability.rules import catalogue
+from app.provisioning import health
 from app.provisioning.service import provisioning
 from app.provisioning.targets import Target
 
@@ -73,6 +76,19 @@ async def reconcile_due(context: AppContext, targets: Sequence[Target]) -> None:
                 )
     finally:
         JOB_DURATION.labels("provisioning").observe(time.perf_counter() - started)
+
+
+async def check_health(context: AppContext, targets: Sequence[Target]) -> None:
+    """Mark deployments healthy or degraded from the runtime's status and the heartbeat."""
+    started = time.perf_counter()
+    try:
+        async with session_scope(context.sessionmaker) as session:
+            await health.check(session, targets, metric_source_of(context))
+    except Exception:  # the scheduler must keep running whatever one round does
+        JOB_FAILURES.labels("health").inc()
+        logger.exception("deployment health check failed")
+    finally:
+        JOB_DURATION.labels("health").observe(time.perf_counter() - started)
 
 
 async def evaluate_alerts(context: AppContext) -> None:
@@ -130,6 +146,47 @@ async def deliver_notifications(context: AppContext) -> None:
         JOB_DURATION.labels("delivery").observe(time.perf_counter() - started)
 
 
+LOG_RETENTION_LEASE = "log-retention"
+# Backing indices roll over daily at the shortest retention, so an hourly pass deletes each
+# expired one within the hour.
+LOG_RETENTION_INTERVAL = 3600.0
+
+
+async def enforce_log_retention(context: AppContext, targets: Sequence[Target]) -> None:
+    """Delete each deployment's expired logs, where Elasticsearch's lifecycle does not."""
+    target = next((t for t in targets if isinstance(t, ElasticsearchTarget)), None)
+    if target is None or not target.configured():
+        return
+    now = context.clock.now()
+    started = time.perf_counter()
+    try:
+        async with session_scope(context.sessionmaker) as session:
+            ttl = timedelta(seconds=0.9 * LOG_RETENTION_INTERVAL)
+            holder = context.instance_id
+            if not await leases.acquire(session, LOG_RETENTION_LEASE, holder, now, ttl):
+                return
+            views = await logs.deployments_to_retain(session)
+        for view in views:
+            try:
+                result = await target.enforce_retention(view, now)
+            except Exception:  # one deployment's failure must not stop the others
+                JOB_FAILURES.labels("log-retention").inc()
+                logger.exception("log retention failed", extra={"deployment": view.name})
+                continue
+            if result.enforced_by_cluster:
+                return  # the cluster's lifecycle does it for every deployment
+            if result.deleted:
+                logger.info(
+                    "expired logs deleted",
+                    extra={"deployment": view.name, "indices": list(result.deleted)},
+                )
+    except Exception:  # the scheduler must keep running whatever one round does
+        JOB_FAILURES.labels("log-retention").inc()
+        logger.exception("log retention failed")
+    finally:
+        JOB_DURATION.labels("log-retention").observe(time.perf_counter() - started)
+
+
 def message_host(settings: Settings) -> str:
     """The host part of Message-IDs: Sextant's public host name."""
     return urlsplit(settings.server.public_url).hostname or "sextant"
@@ -163,5 +220,14 @@ def build_scheduler(context: AppContext, targets: Sequence[Target]) -> AsyncIOSc
     scheduler.add_job(
         reconcile_due, "interval", args=(context, targets),
         seconds=context.settings.provisioning.interval, id="provisioning", next_run_time=soon,
+    )  # fmt: skip
+    # First run one interval after the start: there is nothing to judge before provisioning.
+    scheduler.add_job(
+        check_health, "interval", args=(context, targets),
+        seconds=context.settings.provisioning.interval, id="health",
+    )  # fmt: skip
+    scheduler.add_job(
+        enforce_log_retention, "interval", args=(context, targets),
+        seconds=LOG_RETENTION_INTERVAL, id="log-retention", next_run_time=soon,
     )  # fmt: skip
     return scheduler

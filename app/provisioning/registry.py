@@ -7,7 +7,7 @@ configured or not: an unconfigured one records `skipped`, and `sextant render` s
 
 from __future__ import annotations
 
-from app.core.settings import Settings
+from app.core.settings import Runtime, Settings
 from app.observability.elasticsearch_target import ElasticsearchTarget
 from app.observability.grafana_target import GrafanaTarget
 from app.observability.prometheus_target import PrometheusTarget
@@ -16,11 +16,30 @@ from app.provisioning.targets import Target
 
 def build_targets(settings: Settings) -> list[Target]:
     """Every target, in apply order."""
+    targets: list[Target] = []
+    if settings.runtime is Runtime.LOCAL:
+        from app.runtime.local import LocalRuntime
+
+        targets.append(LocalRuntime(settings.local))
+    elif settings.runtime is Runtime.KUBERNETES:
+        from app.runtime.kubernetes import KubernetesRuntime
+
+        targets.append(KubernetesRuntime.from_settings(settings))
     return [
+        *targets,
         PrometheusTarget(settings.prometheus),
         GrafanaTarget.from_settings(settings),
         ElasticsearchTarget.from_settings(settings),
     ]
+
+
+async def start_targets(targets: list[Target]) -> None:
+    """Let targets that supervise something pick it up again (the local runtime re-adopts the
+    processes a previous Sextant left running), in apply order."""
+    for target in targets:
+        start = getattr(target, "start", None)
+        if start is not None:
+            await start()
 
 
 async def close_targets(targets: list[Target]) -> None:

@@ -34,6 +34,18 @@ from app.workspaces import repository as workspace_repository
 logger = logging.getLogger(__name__)
 
 
+def _metrics_address(targets: Sequence[Target], deployment: str) -> str | None:
+    """Where the deployment's StatsD exporter is scraped, if a runtime among the targets says
+    (the local runtime does; on Kubernetes service discovery finds it instead)."""
+    for target in targets:
+        address = getattr(target, "metrics_address", None)
+        if address is not None and target.configured():
+            found: str | None = address(deployment)
+            if found is not None:
+                return found
+    return None
+
+
 class RunStatus:
     PENDING = "pending"
     SUCCEEDED = "succeeded"
@@ -44,12 +56,22 @@ class RunStatus:
 
 class ProvisioningService:
     async def view(
-        self, session: AsyncSession, deployment: Deployment, *, tearing_down: bool = False
+        self,
+        session: AsyncSession,
+        deployment: Deployment,
+        targets: Sequence[Target] = (),
+        *,
+        tearing_down: bool = False,
     ) -> DeploymentView:
         """What targets see of a deployment."""
         workspace = await workspace_repository.get(session, deployment.workspace_id)
         assert workspace is not None  # a foreign key guarantees it
-        extra: dict[str, object] = {KEEP_LOGS: deployment.keep_logs}
+        extra: dict[str, object] = {
+            KEEP_LOGS: deployment.keep_logs,
+            "worker_concurrency": deployment.worker_concurrency,
+            # The Kubernetes runtime sizes the namespace quota for the most workers allowed.
+            "max_workers": deployment.max_workers,
+        }
         if tearing_down:
             # Workspace-wide artifacts (Grafana's folder and dashboards) go with the last one.
             remaining = await repository.others_in_workspace(session, deployment)
@@ -62,6 +84,7 @@ class ProvisioningService:
             components=deployment.components,
             generation=deployment.generation,
             log_retention_days=deployment.log_retention_days,
+            metrics_address=None if tearing_down else _metrics_address(targets, deployment.name),
             extra=extra,
         )
 
@@ -76,7 +99,7 @@ class ProvisioningService:
         force: bool = False,
     ) -> list[ProvisioningRun]:
         """Bring every target in line with the deployment; returns the runs, one per target."""
-        view = await self.view(session, deployment)
+        view = await self.view(session, deployment, targets)
         runs = {run.target: run for run in await repository.runs_of(session, deployment.id)}
         for target in targets:
             run = runs.get(target.name)
@@ -162,7 +185,7 @@ class ProvisioningService:
         settings: ProvisioningSettings,
     ) -> bool:
         """Remove the deployment from every target, last-applied first; True when all are gone."""
-        view = await self.view(session, deployment, tearing_down=True)
+        view = await self.view(session, deployment, targets, tearing_down=True)
         runs = {run.target: run for run in await repository.runs_of(session, deployment.id)}
         now = clock.now()
         complete = True

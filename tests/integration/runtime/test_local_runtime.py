@@ -1,0 +1,238 @@
+"""The local runtime with real Airflow 3 deployments (PostgreSQL, PgBouncer, Redis, Celery).
+
+- two deployments side by side; Sextant "restarts" (a new runtime on the same state dir) and
+  adopts every running process; deleting one removes its processes, database and folder and
+  nothing of the other;
+- a component that keeps crashing is restarted with backoff and reported as crash-looping with
+  its reason (the deployment is degraded), and recovers once its configuration is fixed;
+- workers scale up, and down with a warm shutdown: the worker that leaves finishes the task it
+  is running (the task succeeds) before it exits.
+
+Each test starts real Airflow processes: about a minute each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.deployments.schemas import DeploymentStatus
+from app.deployments.spec import Component, Executor
+from app.deployments.validation import merge_components
+from app.integrations.airflow import AirflowApi
+from app.integrations.probes import http_ready
+from app.provisioning.health import decide
+from app.provisioning.targets import DeploymentView
+from app.runtime.base import ComponentState, ScaleRequest
+from app.runtime.local import LocalRuntime, database_name
+from tests.integration.runtime._local import (
+    SLOW_DAG,
+    SLOW_DAG_ID,
+    local_settings,
+    pids_alive,
+    require_local_runtime,
+    state_dir,
+    unit_pids,
+    until,
+)
+
+pytestmark = pytest.mark.timeout(400)
+__all__ = ["state_dir"]  # a fixture, imported for this module
+
+
+def view(name: str, workers: int = 1) -> DeploymentView:
+    components, _ = merge_components(Executor.CELERY, {}, None)
+    components[Component.WORKERS.value]["replicas"] = workers
+    return DeploymentView(
+        name=name, workspace="ws", executor=Executor.CELERY.value, airflow_version="3.3.2",
+        components=components, generation=1, extra={"worker_concurrency": 2},
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def runtime(state_dir: Path) -> AsyncIterator[LocalRuntime]:
+    settings = local_settings(state_dir)
+    require_local_runtime(settings)
+    settings = settings.model_copy(update={"worker_grace": 120.0})
+    runtime = LocalRuntime(settings)
+    await runtime.start()
+    yield runtime
+    await runtime.shutdown()
+
+
+async def up(runtime: LocalRuntime, deployment: DeploymentView, timeout: float = 150) -> None:
+    """Apply and wait until every component runs."""
+    await runtime.apply(deployment, runtime.render(deployment))
+
+    async def running() -> bool:
+        return (await runtime.status(deployment)).all_running
+
+    await until(
+        running, timeout, f"{deployment.name} to run",
+        lambda: "\n".join(runtime.progress(deployment.name))
+        + "\n" + runtime.failure_report(deployment.name),
+    )  # fmt: skip
+
+
+async def test_two_deployments_survive_a_sextant_restart_and_deleting_one_spares_the_other(
+    runtime: LocalRuntime, state_dir: Path
+) -> None:
+    first, second = view("alpha"), view("beta")
+    await asyncio.gather(up(runtime, first), up(runtime, second))
+    ports = {d: runtime.ports(d) for d in ("alpha", "beta")}
+    assert ports["alpha"]
+    assert ports["beta"]
+    assert not set(ports["alpha"].values()) & set(ports["beta"].values())
+    pids = {d: sorted(unit_pids(runtime, d)) for d in ("alpha", "beta")}
+    postgres_pid = [v.pid for v in runtime.supervisor.views("_postgres")]
+
+    # Sextant stops (its processes do not) and a new one takes over the same state dir.
+    await runtime.aclose()
+    again = LocalRuntime(runtime.settings)
+    await again.start()
+    try:
+        assert sorted(unit_pids(again, "alpha")) == pids["alpha"]
+        assert sorted(unit_pids(again, "beta")) == pids["beta"]
+        assert [v.pid for v in again.supervisor.views("_postgres")] == postgres_pid
+
+        async def adopted_and_ready() -> bool:
+            statuses = [await again.status(d) for d in (first, second)]
+            return all(s.all_running for s in statuses)
+
+        await until(
+            adopted_and_ready, 30, "the adopted processes to be ready again",
+            lambda: "\n".join(again.progress("alpha") + again.progress("beta")),
+        )  # fmt: skip
+
+        await again.remove(first)
+        assert pids_alive(pids["alpha"]) == []
+        assert not (state_dir / "alpha").exists()
+        postgres = again._postgres()
+        names = postgres.psql("SELECT string_agg(datname, ',') FROM pg_database")
+        assert database_name("alpha") not in names.split(",")
+        assert database_name("beta") in names.split(",")
+        # The other deployment did not notice.
+        assert pids_alive(pids["beta"]) == pids["beta"]
+        assert (await again.status(second)).all_running
+        beta_api = again.api_url("beta")
+        assert beta_api is not None
+        assert await http_ready(beta_api, "/api/v2/monitor/health") is None
+    finally:
+        await again.shutdown()
+        runtime.supervisor.units.clear()
+
+
+async def test_a_component_that_keeps_crashing_is_reported_then_recovers(
+    runtime: LocalRuntime, state_dir: Path
+) -> None:
+    deployment = view("gamma")
+    await up(runtime, deployment)
+    conf = state_dir / "gamma" / "redis" / "redis.conf"
+    good = conf.read_text()
+    conf.write_text(good + "no-such-directive yes\n")
+    redis = runtime.supervisor.unit("gamma", "redis")
+    assert redis is not None
+    assert redis.pid is not None
+    os.kill(redis.pid, 9)
+
+    async def crashlooping() -> bool:
+        status = await runtime.status(deployment)
+        return any(
+            c.component == "redis" and c.state is ComponentState.CRASHLOOP
+            for c in status.components
+        )
+
+    await until(crashlooping, 30, "redis to be reported as crash-looping")
+    status = await runtime.status(deployment)
+    reason = next(c.reason for c in status.components if c.component == "redis")
+    assert "exited with status 1" in reason
+    assert "no-such-directive" in reason or "Bad directive" in reason, reason
+    verdict = decide(DeploymentStatus.HEALTHY, status, heartbeat=True)
+    assert verdict.status is DeploymentStatus.DEGRADED
+    assert verdict.reason.startswith("redis: crashloop (redis: exited with status 1")
+
+    # Re-applying writes the right configuration back; the next restart succeeds.
+    await runtime.apply(deployment, runtime.render(deployment))
+    assert conf.read_text() == good
+
+    async def recovered() -> bool:
+        return (await runtime.status(deployment)).all_running
+
+    await until(recovered, 60, "redis to recover", lambda: "\n".join(runtime.progress("gamma")))
+
+
+async def test_workers_scale_up_and_down_without_killing_a_running_task(
+    runtime: LocalRuntime,
+) -> None:
+    deployment = view("delta")
+    runtime.dags_folder("delta").mkdir(parents=True)
+    (runtime.dags_folder("delta") / f"{SLOW_DAG_ID}.py").write_text(SLOW_DAG)
+    await up(runtime, deployment)
+
+    applied = await runtime.scale(deployment, ScaleRequest(Component.WORKERS.value, 2))
+    assert applied.writes == 1
+
+    async def two_workers() -> bool:
+        status = await runtime.status(deployment)
+        workers = next(c for c in status.components if c.component == "workers")
+        return workers.ready == 2 and len(await runtime.worker_load(deployment)) == 2
+
+    await until(two_workers, 90, "two workers", lambda: "\n".join(runtime.progress("delta")))
+
+    api_url = runtime.api_url("delta")
+    assert api_url is not None
+    api = AirflowApi(api_url)
+
+    async def parsed() -> bool:
+        return await api.dag_exists(SLOW_DAG_ID)
+
+    await until(parsed, 90, "the slow DAG to be parsed")
+    await api.unpause(SLOW_DAG_ID)
+    run_id = await api.trigger(SLOW_DAG_ID)
+    busy: list[str] = []
+
+    async def running_somewhere() -> bool:
+        loads = await runtime.worker_load(deployment)
+        busy[:] = [w.worker for w in loads if w.running_tasks > 0]
+        return bool(busy)
+
+    await until(running_somewhere, 60, "the slow task to run on a worker")
+    victim = busy[0]
+    victim_unit = runtime.supervisor.unit("delta", victim)
+    assert victim_unit is not None
+    assert victim_unit.pid is not None
+    victim_pid = victim_unit.pid
+    # Scale down, naming the busy worker: it must finish its task before it goes.
+    started = time.monotonic()
+    await runtime.scale(deployment, ScaleRequest(Component.WORKERS.value, 1, victims=[victim]))
+    status = await runtime.status(deployment)
+    workers = next(c for c in status.components if c.component == "workers")
+    assert workers.desired == 1
+    assert "leaving (warm shutdown)" in workers.reason
+    assert pids_alive([victim_pid]) == [victim_pid]
+
+    state = {"value": ""}
+
+    async def finished() -> bool:
+        state["value"] = await api.run_state(SLOW_DAG_ID, run_id)
+        return state["value"] in ("success", "failed")
+
+    await until(finished, 90, "the slow DAG run to finish", lambda: state["value"])
+    assert state["value"] == "success"
+
+    async def victim_gone() -> bool:
+        return pids_alive([victim_pid]) == []
+
+    await until(victim_gone, 30, "the leaving worker to exit after its task")
+    # It left through Celery's warm shutdown, not by being killed after the grace period.
+    assert time.monotonic() - started < runtime.settings.worker_grace
+    log = (runtime.logs_dir("delta") / f"{victim}.log").read_text()
+    assert "worker: Warm shutdown" in log, log[-2000:]
+    assert "WorkerLostError" not in log
+    remaining = [v.name for v in runtime.supervisor.views("delta") if v.component == "workers"]
+    assert remaining == [w for w in ("workers-1", "workers-2") if w != victim]
