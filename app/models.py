@@ -11,5 +11,6 @@ def load_all_models() -> None:
     import app.deployments.models
     import app.provisioning.models
     import app.recipients.models
+    import app.scaling.models
     import app.tokens.models
     import app.workspaces.models  # noqa: F401

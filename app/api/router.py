@@ -10,6 +10,7 @@ from app.deployments.router import router as deployments_router
 from app.logs.router import router as logs_router
 from app.provisioning.router import router as provisioning_router
 from app.recipients.router import router as recipients_router
+from app.scaling.router import router as scaling_router
 from app.tokens.router import router as tokens_router
 from app.workspaces.router import router as workspaces_router
 
@@ -20,6 +21,7 @@ for router in (
     recipients_router,
     provisioning_router,
     alerting_router,
+    scaling_router,
     tokens_router,
     audit_router,
     logs_router,

@@ -97,6 +97,15 @@ class ProvisioningSettings(Group):
     backoff: list[float] = Field(default=[5, 15, 60, 300, 900], min_length=1)
 
 
+class ScalingSettings(Group):
+    # How often the worker autoscaler decides, for the whole fleet at once.
+    interval: float = Field(default=10.0, gt=0)
+    # A load sample scraped longer ago than this is stale: the autoscaler changes nothing.
+    max_sample_age: float = Field(default=90.0, gt=0)
+    # Scaling decisions older than this are deleted.
+    decision_retention_days: int = Field(default=14, ge=1, le=3650)
+
+
 class PrometheusSettings(Group):
     url: str | None = None
     timeout: float = Field(default=10.0, gt=0)
@@ -217,6 +226,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
     alerts: AlertsSettings = AlertsSettings()
+    scaling: ScalingSettings = ScalingSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     grafana: GrafanaSettings = GrafanaSettings()

@@ -33,6 +33,7 @@ from app.observability.rules import catalogue
 from app.provisioning import health
 from app.provisioning.service import provisioning
 from app.provisioning.targets import Target
+from app.scaling.service import scaling
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,31 @@ async def deliver_notifications(context: AppContext) -> None:
         JOB_DURATION.labels("delivery").observe(time.perf_counter() - started)
 
 
+SCALING_LEASE = "worker-scaler"
+
+
+async def scale_workers(context: AppContext, targets: Sequence[Target]) -> None:
+    """One fleet-wide worker scaling round, by whichever replica holds the scaler lease."""
+    settings = context.settings.scaling
+    now = context.clock.now()
+    ttl = timedelta(seconds=max(3 * settings.interval, 30))
+    started = time.perf_counter()
+    try:
+        async with session_scope(context.sessionmaker) as session:
+            if not await leases.acquire(session, SCALING_LEASE, context.instance_id, now, ttl):
+                return
+        report = await scaling.run_round(
+            context.sessionmaker, metric_source_of(context), targets, now, settings
+        )
+        if report.failed:
+            JOB_FAILURES.labels("scaling").inc(report.failed)
+    except Exception:  # the scheduler must keep running whatever one round does
+        JOB_FAILURES.labels("scaling").inc()
+        logger.exception("worker scaling round failed")
+    finally:
+        JOB_DURATION.labels("scaling").observe(time.perf_counter() - started)
+
+
 LOG_RETENTION_LEASE = "log-retention"
 # Backing indices roll over daily at the shortest retention, so an hourly pass deletes each
 # expired one within the hour.
@@ -225,6 +251,10 @@ def build_scheduler(context: AppContext, targets: Sequence[Target]) -> AsyncIOSc
     scheduler.add_job(
         check_health, "interval", args=(context, targets),
         seconds=context.settings.provisioning.interval, id="health",
+    )  # fmt: skip
+    scheduler.add_job(
+        scale_workers, "interval", args=(context, targets),
+        seconds=context.settings.scaling.interval, id="scaling", next_run_time=soon,
     )  # fmt: skip
     scheduler.add_job(
         enforce_log_retention, "interval", args=(context, targets),

@@ -73,6 +73,9 @@ class ScaleRequest:
     replicas: int
     # Workers to remove first when scaling down (idle ones), if the runtime can choose.
     victims: Sequence[str] = field(default_factory=tuple)
+    # Running tasks per worker, when known: a runtime that cannot pick who leaves itself (a
+    # ReplicaSet) is told how costly each worker is to lose.
+    loads: Sequence[WorkerLoad] = field(default_factory=tuple)
 
 
 class Runtime(Protocol):

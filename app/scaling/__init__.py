@@ -1,0 +1,1 @@
+"""Worker autoscaling: policies, the fleet-wide decision loop, decisions and the simulator."""

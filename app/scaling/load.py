@@ -1,0 +1,122 @@
+"""The load of every deployment from one fleet-wide query (the alerting measure contract).
+
+One PromQL query answers for the whole fleet, every series labelled `deployment` and `measure`:
+
+    queued, running        the executor's gauges (emitted every scheduler loop, ~1 s)
+    age                    seconds since the running gauge was last scraped
+    queued_in_queue,       the task-instance gauges per Celery queue (emitted every 30 s), for
+    running_in_queue       policies that count one queue only
+
+What each shape of answer means is decided here, explicitly: a deployment without a series has
+no value (the loop fails static); NaN samples count as absent but are remembered, so the reason
+says "invalid" rather than "missing"; several series of one measure (HA schedulers that the
+exporter did not merge) count the highest; a queue without series has no task (Airflow emits
+per-queue gauges only for queues that have task instances) as long as the executor's gauges are
+there to prove the deployment is reporting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from app.alerting.measure import per_deployment
+from app.integrations.prometheus import RangeSeries, Sample
+from app.scaling.policy import Observation
+from app.scaling.simulation import LoadPoint
+
+MEASURES = ("queued", "running", "age", "queued_in_queue", "running_in_queue")
+
+
+def _labelled(expr: str, measure: str) -> str:
+    return f'label_replace({expr}, "measure", "{measure}", "", "")'
+
+
+def load_query(selector: str = "") -> str:
+    """The fleet's load in one query (`selector` narrows it, e.g. to one deployment)."""
+    inner = f"{{{selector}}}" if selector else ""
+    parts = [
+        _labelled(f"max by (deployment) (airflow_executor_queued_tasks{inner})", "queued"),
+        _labelled(f"max by (deployment) (airflow_executor_running_tasks{inner})", "running"),
+        _labelled(
+            f"time() - min by (deployment) (timestamp(airflow_executor_running_tasks{inner}))",
+            "age",
+        ),
+        _labelled(f"sum by (deployment, queue) (airflow_ti_queued{inner})", "queued_in_queue"),
+        _labelled(f"sum by (deployment, queue) (airflow_ti_running{inner})", "running_in_queue"),
+    ]
+    return "\n  or ".join(parts)
+
+
+FLEET_LOAD_QUERY = load_query()
+
+
+@dataclass(frozen=True, slots=True)
+class FleetLoad:
+    """Per deployment: each measure's value, per queue values, and who sent NaN."""
+
+    values: Mapping[str, Mapping[str, float]]
+    per_queue: Mapping[str, Mapping[tuple[str, str], float]]
+    invalid: frozenset[str]
+
+    def observation(self, deployment: str, queue: str | None) -> Observation:
+        """The observation the policy decides from."""
+        values = self.values.get(deployment, {})
+        queued, running = values.get("queued"), values.get("running")
+        if deployment in self.invalid and (queued is None or running is None):
+            return Observation(math.nan, math.nan, values.get("age"))
+        if queue is not None and queued is not None and running is not None:
+            # The executor's gauges prove the deployment reports; an absent queue is idle.
+            mine = self.per_queue.get(deployment, {})
+            queued = mine.get(("queued_in_queue", queue), 0.0)
+            running = mine.get(("running_in_queue", queue), 0.0)
+        return Observation(queued, running, values.get("age"))
+
+
+def fleet_load(samples: Iterable[Sample]) -> FleetLoad:
+    """Reduce the fleet query's answer to per-deployment measures."""
+    by_measure: dict[str, list[Sample]] = {m: [] for m in MEASURES}
+    invalid: set[str] = set()
+    per_queue: dict[str, dict[tuple[str, str], float]] = {}
+    for sample in samples:
+        measure = sample.labels.get("measure", "")
+        deployment = sample.labels.get("deployment")
+        if measure not in by_measure:
+            continue
+        if deployment and not math.isfinite(sample.value):
+            invalid.add(deployment)
+        if measure.endswith("_in_queue"):
+            queue = sample.labels.get("queue")
+            if deployment and queue and math.isfinite(sample.value):
+                per_queue.setdefault(deployment, {})[(measure, queue)] = sample.value
+            continue
+        by_measure[measure].append(sample)
+    values: dict[str, dict[str, float]] = {}
+    for measure in ("queued", "running", "age"):
+        for deployment, value in per_deployment(by_measure[measure]).values.items():
+            values.setdefault(deployment, {})[measure] = value
+    return FleetLoad(values, per_queue, frozenset(invalid))
+
+
+def load_points(
+    series: Iterable[RangeSeries], queue: str | None, start: float, end: float, step: float
+) -> list[LoadPoint]:
+    """One deployment's range answer of `load_query` as a timeline, a point every `step` from
+    `start` to `end` (None where nothing was there)."""
+    table: dict[int, list[Sample]] = {}
+    for one in series:
+        for point in one.points:
+            key = round((point.timestamp - start) / step)
+            table.setdefault(key, []).append(Sample(one.labels, point.value))
+    points = []
+    for key in range(int((end - start) / step + 1e-9) + 1):
+        at = start + key * step
+        observed = fleet_load(table.get(key, ()))
+        deployments = sorted({*observed.values, *observed.invalid})
+        if not deployments:
+            points.append(LoadPoint(at, None, None))
+            continue
+        seen = observed.observation(deployments[0], queue)
+        points.append(LoadPoint(at, seen.queued, seen.running))
+    return points

@@ -1,0 +1,177 @@
+"""How many workers a deployment should run: a pure function of one observation, the policy,
+the recent recommendations and the time.
+
+The maths follows KEDA's `AverageValue` and the HPA's behaviour, with Celery's numbers:
+
+1. fail static: without a complete, fresh, finite observation nothing changes (never scale down
+   on missing data) and the reason says what was wrong;
+2. recommendation: `ceil((queued + running) / tasks_per_worker)`, clamped to [min, max];
+3. scale-down stabilization: going down, only to the highest recommendation of the window
+   (HPA's "highest recommendation for the last 300 s");
+4. scale-up limit: at most `up_limit` pods, or `up_limit` percent of the current workers (at
+   least one), per decision.
+
+No I/O and no clock of its own: the caller passes `now`, so tests and the what-if simulator
+replay any timeline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class LimitKind(StrEnum):
+    PODS = "pods"
+    PERCENT = "percent"
+
+
+class Reason(StrEnum):
+    """Why a decision came out as it did (the label of the decision counter)."""
+
+    SCALE_UP = "scale_up"
+    SCALE_UP_LIMITED = "scale_up_limited"
+    SCALE_DOWN = "scale_down"
+    STEADY = "steady"
+    HELD_BY_WINDOW = "held_by_window"
+    # Fail static: nothing changes.
+    NO_DATA = "no_data"
+    PARTIAL_DATA = "partial_data"
+    INVALID_DATA = "invalid_data"
+    STALE_DATA = "stale_data"
+    METRICS_UNAVAILABLE = "metrics_unavailable"
+    # Set by the service, not by this module.
+    APPLY_FAILED = "apply_failed"
+
+
+FAIL_STATIC = frozenset(
+    {
+        Reason.NO_DATA,
+        Reason.PARTIAL_DATA,
+        Reason.INVALID_DATA,
+        Reason.STALE_DATA,
+        Reason.METRICS_UNAVAILABLE,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The effective policy of one deployment (bounds already intersected with the spec's)."""
+
+    min_workers: int
+    max_workers: int
+    tasks_per_worker: int
+    up_limit: int = 4
+    up_limit_kind: LimitKind = LimitKind.PODS
+    down_window: timedelta = timedelta(seconds=300)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The load of one deployment as the fleet query saw it; None where a series was missing."""
+
+    queued: float | None
+    running: float | None
+    # Seconds since the newest sample of the load was scraped; None if unknown.
+    age: float | None = None
+    # The metric source could not be asked at all.
+    unavailable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    at: datetime
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    desired: int
+    # The clamped ceil(load / tasks_per_worker) of this round; None when failing static.
+    recommended: int | None
+    reason: Reason
+    # The recommendations still inside the window, this round's included.
+    history: tuple[Recommendation, ...] = field(default_factory=tuple)
+    load: float | None = None
+
+    @property
+    def changes(self) -> bool:
+        """Whether this decision changes the number of workers (against `current`)."""
+        return self.reason in (Reason.SCALE_UP, Reason.SCALE_UP_LIMITED, Reason.SCALE_DOWN)
+
+
+def fail_static_reason(observation: Observation, max_age: float) -> Reason | None:
+    """Why the observation cannot be used, or None when it can."""
+    if observation.unavailable:
+        return Reason.METRICS_UNAVAILABLE
+    values = (observation.queued, observation.running)
+    if all(v is None for v in values):
+        return Reason.NO_DATA
+    if any(v is None for v in values):
+        return Reason.PARTIAL_DATA
+    if any(v is not None and (not math.isfinite(v) or v < 0) for v in values):
+        return Reason.INVALID_DATA
+    age = observation.age
+    if age is not None and (not math.isfinite(age) or age > max_age):
+        return Reason.STALE_DATA
+    return None
+
+
+def clamp(workers: int, policy: Policy) -> int:
+    """`workers` within the policy's bounds."""
+    return max(policy.min_workers, min(policy.max_workers, workers))
+
+
+def recommend(load: float, policy: Policy) -> int:
+    """Workers for `load` tasks (queued + running), within bounds."""
+    # A tiny tolerance: 32.0000001 / 16 is float noise, not a third worker.
+    raw = math.ceil(load / policy.tasks_per_worker - 1e-9) if load > 0 else 0
+    return clamp(raw, policy)
+
+
+def up_step(current: int, policy: Policy) -> int:
+    """The most workers one decision may add."""
+    if policy.up_limit_kind is LimitKind.PERCENT:
+        return max(1, math.ceil(current * policy.up_limit / 100))
+    return max(1, policy.up_limit)
+
+
+def decide(
+    policy: Policy,
+    current: int,
+    observation: Observation,
+    history: Sequence[Recommendation],
+    now: datetime,
+    max_age: float = 90.0,
+) -> Decision:
+    """The number of workers to run now, and why."""
+    kept = tuple(r for r in history if now - r.at < policy.down_window and r.at <= now)
+    failed = fail_static_reason(observation, max_age)
+    if failed is not None:
+        return Decision(current, None, failed, kept)
+    load = (observation.queued or 0.0) + (observation.running or 0.0)
+    recommended = recommend(load, policy)
+    window = (*kept, Recommendation(now, recommended))
+    if recommended < current:
+        # Stabilized: the highest recommendation of the window, but never above what runs
+        # (unless the bounds moved under it).
+        desired = clamp(min(current, max(r.workers for r in window)), policy)
+    else:
+        desired = recommended
+    reason = Reason.STEADY
+    if desired > current:
+        # Below the minimum (the bounds moved) the minimum comes at once; the limit is on top.
+        limit = max(current, policy.min_workers) + up_step(current, policy)
+        if desired > limit:
+            desired, reason = limit, Reason.SCALE_UP_LIMITED
+        else:
+            reason = Reason.SCALE_UP
+    elif desired < current:
+        reason = Reason.SCALE_DOWN
+    elif recommended < current:
+        reason = Reason.HELD_BY_WINDOW
+    return Decision(desired, recommended, reason, window, load)

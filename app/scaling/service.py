@@ -1,0 +1,535 @@
+"""Worker autoscaling: policies, the fleet-wide decision round, decisions and the simulator.
+
+One round (the scheduler's `scaling` job, by whichever replica holds the lease):
+
+1. read every enabled policy and its deployment (one short transaction);
+2. ask Prometheus once for the whole fleet's load (`load.FLEET_LOAD_QUERY`);
+3. decide per deployment with the pure policy (`policy.decide`); failing static on missing,
+   stale, NaN or partial data;
+4. apply changes through the runtime, each deployment on its own (one failure does not stop
+   the others); scaling down names the idle workers first (`worker_load`), and the runtime lets
+   the leaving ones finish (Celery warm shutdown; pod-deletion-cost on Kubernetes);
+5. write the loop state, the decisions and the new worker count in the deployment's spec (so a
+   later re-apply of the spec keeps it) in one transaction.
+
+A decision is stored when it changes something or its reason, desired or current count differs
+from the previous one's, so a steady deployment does not write a row every ten seconds; the
+counter `sextant_scaling_decisions_total` counts every round.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.alerting.measure import MetricSource
+from app.audit.service import audit
+from app.core.database import session_scope
+from app.core.errors import InvalidInput, Unavailable
+from app.core.pagination import Page, PageParams
+from app.core.security import Principal
+from app.core.settings import ScalingSettings
+from app.deployments.models import Deployment
+from app.deployments.spec import Component, Executor
+from app.integrations.errors import IntegrationError
+from app.provisioning.service import provisioning
+from app.provisioning.targets import DeploymentView, Target
+from app.runtime.base import TARGET_NAME, Runtime, ScaleRequest, WorkerLoad
+from app.scaling import repository
+from app.scaling.load import FLEET_LOAD_QUERY, FleetLoad, fleet_load, load_points, load_query
+from app.scaling.models import ScalingDecision, ScalingPolicy
+from app.scaling.policy import (
+    Decision,
+    LimitKind,
+    Observation,
+    Policy,
+    Reason,
+    Recommendation,
+    decide,
+)
+from app.scaling.schemas import (
+    DecisionRead,
+    EffectivePolicy,
+    PolicyRead,
+    PolicyUpdate,
+    SimulationOutcome,
+    SimulationRequest,
+    SimulationResult,
+    TimelineEntry,
+)
+from app.scaling.simulation import replay
+
+logger = logging.getLogger(__name__)
+
+LABELS = ("deployment", "workspace")
+DESIRED = Gauge("sextant_scaling_desired_workers", "Workers the autoscaler wants", LABELS)
+CURRENT = Gauge("sextant_scaling_current_workers", "Workers the deployment is set to", LABELS)
+MAX = Gauge("sextant_scaling_max_workers", "The scaling policy's maximum workers", LABELS)
+MIN = Gauge("sextant_scaling_min_workers", "The scaling policy's minimum workers", LABELS)
+DECISIONS = Counter(
+    "sextant_scaling_decisions_total",
+    "Autoscaler decisions, by the reason recorded with each",
+    [*LABELS, "reason"],
+)
+_GAUGES = (DESIRED, CURRENT, MAX, MIN)
+# Prometheus' limit on the points of one range query.
+MAX_POINTS = 11_000
+
+
+def runtime_of(targets: Sequence[Target]) -> Runtime | None:
+    """The runtime among the provisioning targets, if Sextant runs deployments."""
+    for target in targets:
+        if target.name == TARGET_NAME and hasattr(target, "scale"):
+            return target  # type: ignore[return-value]
+    return None
+
+
+def current_workers(deployment: Deployment) -> int:
+    """The workers the deployment is set to (its spec, which the autoscaler keeps up to date)."""
+    workers = (deployment.components or {}).get(Component.WORKERS.value) or {}
+    return int(workers.get("replicas", 0))
+
+
+def effective_policy(policy: ScalingPolicy | None, deployment: Deployment) -> Policy:
+    """The numbers the loop uses, bounds within the deployment's own."""
+    low, high = deployment.min_workers, deployment.max_workers
+    minimum = policy.min_workers if policy and policy.min_workers is not None else low
+    maximum = policy.max_workers if policy and policy.max_workers is not None else high
+    # The deployment's bounds may have moved since the policy was saved: they win.
+    maximum = max(low, min(high, maximum))
+    minimum = max(low, min(maximum, minimum))
+    per_worker = (
+        policy.tasks_per_worker
+        if policy and policy.tasks_per_worker is not None
+        else deployment.worker_concurrency
+    )
+    if policy is None:
+        return Policy(minimum, maximum, per_worker)
+    return Policy(
+        minimum,
+        maximum,
+        per_worker,
+        policy.scale_up_limit,
+        LimitKind(policy.scale_up_limit_kind),
+        timedelta(seconds=policy.scale_down_window_seconds),
+    )
+
+
+def choose_victims(loads: Sequence[WorkerLoad], count: int) -> list[str]:
+    """The `count` workers to remove: idle ones first, then the least busy."""
+    ranked = sorted(loads, key=lambda w: (w.running_tasks, _descending(w.worker)))
+    return [w.worker for w in ranked[: max(0, count)]]
+
+
+def _descending(name: str) -> tuple[int, str]:
+    # Among equally idle workers the newest (highest-numbered) leaves first.
+    digits = "".join(c for c in name if c.isdigit())
+    return (-int(digits) if digits else 0, name)
+
+
+def _history(raw: Sequence[Any] | None) -> tuple[Recommendation, ...]:
+    return tuple(
+        Recommendation(datetime.fromtimestamp(float(at), UTC), int(workers))
+        for at, workers in (raw or ())
+    )
+
+
+@dataclass
+class _Plan:
+    policy_id: int
+    deployment_id: int
+    name: str
+    workspace: str
+    policy: Policy
+    queue: str | None
+    current: int
+    history: tuple[Recommendation, ...]
+    last_reason: str | None
+    last_desired: int | None
+    view: DeploymentView
+
+
+@dataclass
+class _Outcome:
+    plan: _Plan
+    decision: Decision
+    observation: Observation
+    reason: Reason
+    applied: bool = False
+    detail: str = ""
+
+
+@dataclass
+class RoundReport:
+    deployments: int = 0
+    applied: int = 0
+    failed: int = 0
+    stored: int = 0
+    query_failed: str | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+class ScalingService:
+    # --- policy ---------------------------------------------------------------------------
+
+    async def policy(self, session: AsyncSession, deployment: Deployment) -> PolicyRead:
+        """The deployment's policy (defaults, disabled, if it never had one)."""
+        row = await repository.policy_of(session, deployment.id)
+        return self._read(row, deployment)
+
+    async def put_policy(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        deployment: Deployment,
+        data: PolicyUpdate,
+    ) -> PolicyRead:
+        """Replace the deployment's policy, after checking it against the deployment."""
+        self.check(deployment, data)
+        row = await repository.policy_of(session, deployment.id)
+        before = self._fields(row) if row is not None else None
+        if row is None:
+            row = ScalingPolicy(deployment_id=deployment.id, recommendations=[])
+            session.add(row)
+        for name, value in data.model_dump().items():
+            setattr(row, name, value)
+        await session.flush()
+        audit.record(
+            session,
+            principal,
+            action="scaling-policy.update",
+            resource_type="scaling-policy",
+            resource_id=deployment.name,
+            workspace_id=deployment.workspace_id,
+            deployment_id=deployment.id,
+            before=before,
+            after=self._fields(row),
+        )
+        return self._read(row, deployment)
+
+    @staticmethod
+    def check(deployment: Deployment, data: PolicyUpdate) -> None:
+        """422 naming the field for a policy the deployment cannot have."""
+        problems: list[tuple[str, str]] = []
+        low, high = deployment.min_workers, deployment.max_workers
+        minimum = low if data.min_workers is None else data.min_workers
+        maximum = high if data.max_workers is None else data.max_workers
+        if data.min_workers is not None and not low <= data.min_workers <= high:
+            problems.append(
+                ("min_workers", f"must be between the deployment's min_workers ({low}) and "
+                                f"max_workers ({high})")
+            )  # fmt: skip
+        if data.max_workers is not None and not low <= data.max_workers <= high:
+            problems.append(
+                ("max_workers", f"must be between the deployment's min_workers ({low}) and "
+                                f"max_workers ({high})")
+            )  # fmt: skip
+        if minimum > maximum:
+            problems.append(
+                ("min_workers", f"min_workers ({minimum}) exceeds max_workers ({maximum})")
+            )
+        if data.enabled and Executor(deployment.executor) is not Executor.CELERY:
+            problems.append(("enabled", f"a {deployment.executor} deployment has no workers"))
+        if problems:
+            raise InvalidInput(
+                "; ".join(f"{f}: {m}" for f, m in problems),
+                [{"field": f, "message": m} for f, m in problems],
+            )
+
+    def _read(self, row: ScalingPolicy | None, deployment: Deployment) -> PolicyRead:
+        stored = self._fields(row) if row is not None else PolicyUpdate().model_dump()
+        effective = effective_policy(row, deployment)
+        return PolicyRead(
+            **stored,
+            deployment=deployment.name,
+            effective=EffectivePolicy(
+                min_workers=effective.min_workers,
+                max_workers=effective.max_workers,
+                tasks_per_worker=effective.tasks_per_worker,
+            ),
+            current_workers=current_workers(deployment),
+            updated_at=row.updated_at if row is not None else None,
+        )
+
+    @staticmethod
+    def _fields(row: ScalingPolicy) -> dict[str, Any]:
+        return {name: getattr(row, name) for name in PolicyUpdate.model_fields}
+
+    # --- decisions ------------------------------------------------------------------------
+
+    async def decisions(
+        self,
+        session: AsyncSession,
+        deployment: Deployment,
+        params: PageParams,
+        reason: str | None = None,
+    ) -> Page[DecisionRead]:
+        """The deployment's decisions, newest first."""
+        rows, total = await repository.decisions_page(session, deployment.id, params, reason)
+        return Page.of([DecisionRead.model_validate(r) for r in rows], total, params)
+
+    # --- the decision round ----------------------------------------------------------------
+
+    async def run_round(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        source: MetricSource | None,
+        targets: Sequence[Target],
+        now: datetime,
+        settings: ScalingSettings,
+    ) -> RoundReport:
+        """One fleet-wide decision round (see the module docstring)."""
+        report = RoundReport()
+        async with session_scope(sessionmaker) as session:
+            plans = await self._plans(session, targets)
+        report.deployments = len(plans)
+        if not plans:
+            self._export([], report)
+            return report
+        load: FleetLoad | None = None
+        if source is not None:
+            try:
+                load = fleet_load(await source.instant(FLEET_LOAD_QUERY))
+            except IntegrationError as exc:
+                report.query_failed = str(exc)
+        else:
+            report.query_failed = "Prometheus is not configured (SEXTANT_PROMETHEUS_URL)"
+        runtime = runtime_of(targets)
+        outcomes = []
+        for plan in plans:
+            observation = (
+                load.observation(plan.name, plan.queue)
+                if load is not None
+                else Observation(None, None, unavailable=True)
+            )
+            decision = decide(
+                plan.policy, plan.current, observation, plan.history, now,
+                settings.max_sample_age,
+            )  # fmt: skip
+            outcome = _Outcome(plan, decision, observation, decision.reason)
+            if report.query_failed and decision.reason is Reason.METRICS_UNAVAILABLE:
+                outcome.detail = report.query_failed
+            if decision.desired != plan.current:
+                await self._apply(runtime, outcome)
+            outcomes.append(outcome)
+        async with session_scope(sessionmaker) as session:
+            for outcome in outcomes:
+                report.stored += await self._record(session, outcome, now)
+            await repository.forget_decisions_before(
+                session, now - timedelta(days=settings.decision_retention_days)
+            )
+        for outcome in outcomes:
+            report.reasons[outcome.reason.value] = report.reasons.get(outcome.reason.value, 0) + 1
+            report.applied += int(outcome.applied)
+            report.failed += int(outcome.reason is Reason.APPLY_FAILED)
+        self._export(outcomes, report)
+        return report
+
+    async def _plans(self, session: AsyncSession, targets: Sequence[Target]) -> list[_Plan]:
+        plans = []
+        for row, deployment, workspace in await repository.enabled(session):
+            if Executor(deployment.executor) is not Executor.CELERY:
+                continue
+            plans.append(
+                _Plan(
+                    policy_id=row.id,
+                    deployment_id=deployment.id,
+                    name=deployment.name,
+                    workspace=workspace,
+                    policy=effective_policy(row, deployment),
+                    queue=row.queue,
+                    current=current_workers(deployment),
+                    history=_history(row.recommendations),
+                    last_reason=row.last_reason,
+                    last_desired=row.last_desired,
+                    view=await provisioning.view(session, deployment, targets),
+                )
+            )
+        return plans
+
+    async def _apply(self, runtime: Runtime | None, outcome: _Outcome) -> None:
+        plan, desired = outcome.plan, outcome.decision.desired
+        if runtime is None:
+            outcome.detail = "not applied: no runtime runs this deployment (SEXTANT_RUNTIME=none)"
+            return
+        try:
+            loads: Sequence[WorkerLoad] = ()
+            victims: list[str] = []
+            if desired < plan.current:
+                loads = await runtime.worker_load(plan.view)
+                victims = choose_victims(loads, plan.current - desired)
+            applied = await runtime.scale(
+                plan.view, ScaleRequest(Component.WORKERS.value, desired, victims, loads)
+            )
+        except (IntegrationError, ValueError) as exc:
+            outcome.reason = Reason.APPLY_FAILED
+            outcome.detail = f"{type(exc).__name__}: {exc}"
+            logger.warning(
+                "scaling not applied", extra={"deployment": plan.name, "error": str(exc)}
+            )
+            return
+        outcome.applied = True
+        parts = [applied.detail] if applied.detail else []
+        if victims:
+            busy = {w.worker: w.running_tasks for w in loads}
+            parts.append(
+                "leaving: " + ", ".join(f"{v} ({busy.get(v, 0)} running)" for v in victims)
+            )
+        outcome.detail = "; ".join(parts)
+
+    async def _record(self, session: AsyncSession, outcome: _Outcome, now: datetime) -> int:
+        plan, decision = outcome.plan, outcome.decision
+        row = await session.get(ScalingPolicy, plan.policy_id)
+        if row is None:  # deleted with its deployment meanwhile
+            return 0
+        row.recommendations = [[r.at.timestamp(), r.workers] for r in decision.history]
+        stored = 0
+        if (
+            decision.desired != plan.current
+            or outcome.reason.value != row.last_reason
+            or decision.desired != row.last_desired
+        ):
+            repository.add_decision(
+                session,
+                ScalingDecision(
+                    deployment_id=plan.deployment_id,
+                    decided_at=now,
+                    queued=_finite(outcome.observation.queued),
+                    running=_finite(outcome.observation.running),
+                    tasks_per_worker=plan.policy.tasks_per_worker,
+                    min_workers=plan.policy.min_workers,
+                    max_workers=plan.policy.max_workers,
+                    current=plan.current,
+                    recommended=decision.recommended,
+                    desired=decision.desired,
+                    applied=outcome.applied,
+                    reason=outcome.reason.value,
+                    detail=outcome.detail[:2000],
+                ),
+            )
+            stored = 1
+        row.last_reason, row.last_desired = outcome.reason.value, decision.desired
+        if outcome.applied:
+            deployment = await session.get(Deployment, plan.deployment_id)
+            if deployment is not None:
+                components = {k: dict(v) for k, v in (deployment.components or {}).items()}
+                components.setdefault(Component.WORKERS.value, {})["replicas"] = decision.desired
+                # Not a new generation: the runtime already runs this; a later apply keeps it.
+                deployment.components = components
+        return stored
+
+    def _export(self, outcomes: Sequence[_Outcome], report: RoundReport) -> None:
+        seen = set()
+        for outcome in outcomes:
+            plan = outcome.plan
+            labels = (plan.name, plan.workspace)
+            seen.add(labels)
+            current = outcome.decision.desired if outcome.applied else plan.current
+            DESIRED.labels(*labels).set(outcome.decision.desired)
+            CURRENT.labels(*labels).set(current)
+            MAX.labels(*labels).set(plan.policy.max_workers)
+            MIN.labels(*labels).set(plan.policy.min_workers)
+            DECISIONS.labels(*labels, outcome.reason.value).inc()
+        # A deployment whose policy was disabled or deleted stops being exported.
+        for gauge in _GAUGES:
+            for sample_labels in _exported(gauge) - seen:
+                gauge.remove(*sample_labels)
+
+    # --- what-if --------------------------------------------------------------------------
+
+    async def simulate(
+        self,
+        session: AsyncSession,
+        deployment: Deployment,
+        data: SimulationRequest,
+        source: MetricSource | None,
+        now: datetime,
+        settings: ScalingSettings,
+    ) -> SimulationResult:
+        """The deployment's real load of the last hours replayed through the proposed policy and
+        the current one."""
+        if source is None:
+            raise Unavailable("Prometheus is not configured (SEXTANT_PROMETHEUS_URL)")
+        self.check(deployment, data.policy.model_copy(update={"enabled": False}))
+        step = data.step_seconds or settings.interval
+        span = data.hours * 3600
+        if span / step + 1 > MAX_POINTS:
+            raise InvalidInput.for_field(
+                "step_seconds",
+                f"{data.hours} h at {step} s is more than {MAX_POINTS} points; "
+                f"use at least {math.ceil(span / (MAX_POINTS - 1))} s",
+            )
+        end = math.floor(now.timestamp() / step) * step
+        start = end - span
+        try:
+            series = await source.range(
+                load_query(f'deployment="{deployment.name}"'), start, end, step
+            )
+        except IntegrationError as exc:
+            raise Unavailable(f"the load could not be read from Prometheus: {exc}") from exc
+        row = await repository.policy_of(session, deployment.id)
+        proposed_row = ScalingPolicy(**data.policy.model_dump())
+        outcomes = []
+        for candidate, queue in (
+            (proposed_row, data.policy.queue),
+            (row, row.queue if row else None),
+        ):
+            policy = effective_policy(candidate, deployment)
+            points = load_points(series, queue, start, end, step)
+            result = replay(
+                policy, points, policy.min_workers, step, data.worker_startup_seconds,
+                settings.max_sample_age,
+            )  # fmt: skip
+            outcomes.append(
+                SimulationOutcome(
+                    effective=EffectivePolicy(
+                        min_workers=policy.min_workers,
+                        max_workers=policy.max_workers,
+                        tasks_per_worker=policy.tasks_per_worker,
+                    ),
+                    timeline=[
+                        TimelineEntry(
+                            at=datetime.fromtimestamp(c.at, UTC),
+                            load=c.load,
+                            workers=c.workers,
+                            reason=c.reason.value,
+                        )
+                        for c in result.timeline
+                    ],
+                    replica_changes=result.replica_changes,
+                    worker_minutes=round(result.worker_seconds / 60, 3),
+                    longest_wait_seconds=result.longest_wait,
+                    peak_workers=result.peak_workers,
+                    fail_static_points=result.fail_static_points,
+                )
+            )
+        return SimulationResult(
+            start=datetime.fromtimestamp(start, UTC),
+            end=datetime.fromtimestamp(end, UTC),
+            step_seconds=step,
+            points=int(span / step) + 1,
+            proposed=outcomes[0],
+            current=outcomes[1],
+        )
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _exported(gauge: Gauge) -> set[tuple[str, ...]]:
+    return {
+        (s.labels["deployment"], s.labels["workspace"])
+        for metric in gauge.collect()
+        for s in metric.samples
+    }
+
+
+scaling = ScalingService()

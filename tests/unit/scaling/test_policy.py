@@ -1,0 +1,181 @@
+"""The policy maths as tables of rounds over an injected clock: each row is one decision."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.scaling.policy import (
+    LimitKind,
+    Observation,
+    Policy,
+    Reason,
+    Recommendation,
+    decide,
+    recommend,
+    up_step,
+)
+
+T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+POLICY = Policy(min_workers=1, max_workers=10, tasks_per_worker=4)
+
+# (seconds, queued, running, expected workers, expected reason)
+Row = tuple[int, float | None, float | None, int, Reason]
+
+
+def run(rows: list[Row], policy: Policy = POLICY, start: int = 1, max_age: float = 90) -> None:
+    """Step the policy through the rows, feeding each decision's workers and window back."""
+    current = start
+    history: tuple[Recommendation, ...] = ()
+    for seconds, queued, running, workers, reason in rows:
+        now = T0 + timedelta(seconds=seconds)
+        decision = decide(policy, current, Observation(queued, running), history, now, max_age)
+        assert (seconds, decision.desired, decision.reason) == (seconds, workers, reason)
+        current, history = decision.desired, decision.history
+
+
+def test_a_burst_scales_up_at_once_within_the_step_limit() -> None:
+    run([
+        (0, 0, 0, 1, Reason.STEADY),
+        # 40 tasks / 4 per worker = 10 workers, but 4 at most per round.
+        (10, 38, 2, 5, Reason.SCALE_UP_LIMITED),
+        (20, 30, 10, 9, Reason.SCALE_UP_LIMITED),
+        (30, 20, 20, 10, Reason.SCALE_UP),
+        (40, 0, 40, 10, Reason.STEADY),
+    ])  # fmt: skip
+
+
+def test_a_burst_within_the_limit_is_met_in_one_round() -> None:
+    run([(0, 0, 0, 1, Reason.STEADY), (10, 16, 0, 4, Reason.SCALE_UP)])
+
+
+def test_after_a_burst_workers_stay_for_the_window_then_go_to_the_minimum() -> None:
+    run([
+        (0, 40, 0, 10, Reason.SCALE_UP),
+        (10, 0, 12, 10, Reason.HELD_BY_WINDOW),
+        (200, 0, 0, 10, Reason.HELD_BY_WINDOW),
+        (299, 0, 0, 10, Reason.HELD_BY_WINDOW),
+        # The 40-task recommendation of t=0 leaves the 300 s window; t=10 said 3.
+        (300, 0, 0, 3, Reason.SCALE_DOWN),
+        (310, 0, 0, 1, Reason.SCALE_DOWN),
+    ], policy=Policy(1, 10, 4, up_limit=100), start=1)  # fmt: skip
+
+
+def test_a_sawtooth_shorter_than_the_window_scales_up_once_and_down_once() -> None:
+    """24 tasks one minute, 2 the next, for 20 minutes, then nothing: one step up, one down."""
+    policy = Policy(1, 10, 4, up_limit=10)
+    current, history = 1, ()
+    changes = []
+    for second in range(0, 1800, 10):
+        load = (24.0 if (second // 60) % 2 else 2.0) if second < 1200 else 0.0
+        now = T0 + timedelta(seconds=second)
+        decision = decide(policy, current, Observation(load, 0), history, now)  # type: ignore[arg-type]
+        if decision.desired != current:
+            changes.append((second, decision.desired))
+        current, history = decision.desired, decision.history  # type: ignore[assignment]
+    # The last 24 was seen at t=1190; it leaves the 300 s window at t=1490.
+    assert changes == [(60, 6), (1490, 1)]
+
+
+@pytest.mark.parametrize(
+    ("observation", "reason"),
+    [
+        pytest.param(Observation(None, None), Reason.NO_DATA, id="missing"),
+        pytest.param(Observation(3, None), Reason.PARTIAL_DATA, id="partial"),
+        pytest.param(Observation(None, 3), Reason.PARTIAL_DATA, id="partial-other"),
+        pytest.param(Observation(math.nan, 3), Reason.INVALID_DATA, id="nan"),
+        pytest.param(Observation(math.inf, 0), Reason.INVALID_DATA, id="inf"),
+        pytest.param(Observation(-1, 0), Reason.INVALID_DATA, id="negative"),
+        pytest.param(Observation(0, 0, age=91), Reason.STALE_DATA, id="stale"),
+        pytest.param(Observation(0, 0, age=math.nan), Reason.STALE_DATA, id="stale-nan"),
+        pytest.param(Observation(0, 0, unavailable=True), Reason.METRICS_UNAVAILABLE, id="down"),
+    ],
+)
+def test_bad_data_changes_nothing_in_either_direction(
+    observation: Observation, reason: Reason
+) -> None:
+    # 8 workers, and a window whose recommendations all expired: good data saying 0 would
+    # scale down to 1 now; bad data must not.
+    old = (Recommendation(T0 - timedelta(seconds=400), 8),)
+    decision = decide(POLICY, 8, observation, old, T0)
+    assert (decision.desired, decision.reason, decision.recommended) == (8, reason, None)
+    below = decide(Policy(3, 10, 4), 1, observation, (), T0)
+    assert below.desired == 1
+
+
+def test_missing_data_does_not_feed_the_window() -> None:
+    run([
+        (0, 40, 0, 10, Reason.SCALE_UP),
+        (100, None, None, 10, Reason.NO_DATA),
+        (200, None, None, 10, Reason.NO_DATA),
+        (300, 0, 0, 1, Reason.SCALE_DOWN),
+    ], policy=Policy(1, 10, 4, up_limit=100))  # fmt: skip
+
+
+def test_fresh_data_just_inside_the_age_limit_is_used() -> None:
+    decision = decide(POLICY, 1, Observation(8, 0, age=90), (), T0)
+    assert (decision.desired, decision.reason) == (2, Reason.SCALE_UP)
+
+
+def test_lowering_the_maximum_scales_down_at_once() -> None:
+    history = (Recommendation(T0 - timedelta(seconds=10), 10),)
+    decision = decide(Policy(1, 6, 4), 10, Observation(40, 0), history, T0)
+    assert (decision.desired, decision.reason) == (6, Reason.SCALE_DOWN)
+
+
+def test_raising_the_minimum_scales_up_to_it_beyond_the_step_limit() -> None:
+    decision = decide(Policy(8, 10, 4, up_limit=1), 1, Observation(0, 0), (), T0)
+    assert (decision.desired, decision.reason) == (8, Reason.SCALE_UP)
+    more = decide(Policy(8, 20, 4, up_limit=1), 1, Observation(80, 0), (), T0)
+    assert (more.desired, more.reason) == (9, Reason.SCALE_UP_LIMITED)
+
+
+def test_a_zero_minimum_scales_to_zero_and_back() -> None:
+    run([
+        (0, 0, 0, 0, Reason.SCALE_DOWN),
+        (10, 1, 0, 1, Reason.SCALE_UP),
+    ], policy=Policy(0, 10, 4, down_window=timedelta(0)), start=1)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("load", "per_worker", "expected"),
+    [
+        (0, 4, 1),
+        (1, 4, 1),
+        (4, 4, 1),
+        (5, 4, 2),
+        (40, 16, 3),
+        (1000, 4, 10),
+        (32.000000000001, 16, 2),
+    ],
+)
+def test_recommendation_is_the_ceiling_within_bounds(
+    load: float, per_worker: int, expected: int
+) -> None:
+    assert recommend(load, Policy(1, 10, per_worker)) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "limit", "current", "step"),
+    [
+        (LimitKind.PODS, 4, 1, 4),
+        (LimitKind.PODS, 4, 50, 4),
+        (LimitKind.PERCENT, 100, 0, 1),
+        (LimitKind.PERCENT, 100, 3, 3),
+        (LimitKind.PERCENT, 50, 3, 2),
+        (LimitKind.PERCENT, 10, 1, 1),
+    ],
+)
+def test_up_step_in_pods_or_percent(kind: LimitKind, limit: int, current: int, step: int) -> None:
+    assert up_step(current, Policy(0, 100, 4, up_limit=limit, up_limit_kind=kind)) == step
+
+
+def test_percent_limit_doubles_per_round() -> None:
+    run([
+        (0, 40, 0, 2, Reason.SCALE_UP_LIMITED),
+        (10, 40, 0, 4, Reason.SCALE_UP_LIMITED),
+        (20, 40, 0, 8, Reason.SCALE_UP_LIMITED),
+        (30, 40, 0, 10, Reason.SCALE_UP),
+    ], policy=Policy(1, 10, 4, up_limit=100, up_limit_kind=LimitKind.PERCENT))  # fmt: skip
