@@ -24,10 +24,11 @@ leaves it alone).
 Status comes from the workloads' observed state (`readyReplicas`, `observedGeneration`) and the
 pods' container states (CrashLoopBackOff); without a kubelet nothing is ever ready, so components
 report `starting`. Scaling goes through the `scale` subresource; before a scale-down of workers,
-the idle workers the caller names get a low `controller.kubernetes.io/pod-deletion-cost`, so
-the ReplicaSet removes them first. The deployment's spec stays the source of truth for replicas:
-the next apply of a changed spec (or a forced sync) sets them back to the spec's, so whoever
-scales must record the new count in the spec too.
+the idle workers the caller names get a low `controller.kubernetes.io/pod-deletion-cost` and the
+others their running tasks, so the ReplicaSet removes the idle ones first. The deployment's
+spec stays the source of truth for replicas: the next apply of a changed spec (or a forced sync)
+sets them back to the spec's, so whoever scales records the new count in the spec too (the
+autoscaler does).
 
 The metadata database itself (`airflow_<name>` on `SEXTANT_KUBERNETES_METADATA_HOST`) is not
 created here: its role's password is in the deployment's Secret `airflow-metadata` for the
@@ -63,6 +64,8 @@ logger = logging.getLogger(__name__)
 UPSTREAM = "kubernetes"
 # A victim's deletion cost: below every other worker's (the default is 0).
 VICTIM_DELETION_COST = "-1000"
+# Busy workers cost their running tasks, capped well inside the annotation's int32 range.
+MAX_DELETION_COST = 1_000_000
 CRASHING_REASONS = frozenset({"CrashLoopBackOff"})
 STUCK_REASONS = frozenset(
     {"ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"}
@@ -207,9 +210,10 @@ class KubernetesRuntime:
     async def scale(self, deployment: DeploymentView, request: ScaleRequest) -> Applied:
         """Set a component's replicas through its `scale` subresource.
 
-        Workers named in `request.victims` (Celery names, `celery@<pod>`, or pod names) get the
-        lowest pod-deletion cost first, and workers that were victims of an earlier request
-        lose theirs, so the ReplicaSet removes exactly the idle ones when replicas go down.
+        Before replicas go down, every worker pod gets its `controller.kubernetes.io/pod-deletion-
+        cost`: the victims (Celery names, `celery@<pod>`, or pod names) the lowest, the others
+        their running tasks from `request.loads` (a busy worker costs more to lose), and pods of
+        unknown load none; so the ReplicaSet removes the victims, then the least busy.
         """
         component = Component(request.component)
         executor = Executor(deployment.executor)
@@ -225,8 +229,10 @@ class KubernetesRuntime:
         kind, name = manifests.WORKLOADS[component]
         writes = 0
         details = []
-        if component is Component.WORKERS and request.victims:
-            marked, missing = await self._mark_victims(deployment.name, request.victims)
+        if component is Component.WORKERS and (request.victims or request.loads):
+            marked, missing = await self._mark_victims(
+                deployment.name, request.victims, {w.worker: w.running_tasks for w in request.loads}
+            )
             writes += marked
             if missing:
                 details.append("no pod for " + ", ".join(sorted(missing)))
@@ -342,9 +348,12 @@ class KubernetesRuntime:
             raise (integration or errors)[0]
         return [r for r in results if not isinstance(r, BaseException)]
 
-    async def _mark_victims(self, deployment: str, victims: Sequence[str]) -> tuple[int, set[str]]:
+    async def _mark_victims(
+        self, deployment: str, victims: Sequence[str], loads: Mapping[str, int]
+    ) -> tuple[int, set[str]]:
         ns = manifests.namespace(deployment)
         wanted = {v.split("@", 1)[-1]: v for v in victims}
+        running = {worker.split("@", 1)[-1]: tasks for worker, tasks in loads.items()}
         pods = await self.client.list(
             "Pod",
             ns,
@@ -354,10 +363,15 @@ class KubernetesRuntime:
         for pod in pods:
             name = pod["metadata"]["name"]
             cost = (pod["metadata"].get("annotations") or {}).get(manifests.POD_DELETION_COST)
-            if name in wanted and cost != VICTIM_DELETION_COST:
-                patches.append((name, VICTIM_DELETION_COST))
-            elif name not in wanted and cost is not None:
-                patches.append((name, None))
+            target = (
+                VICTIM_DELETION_COST
+                if name in wanted
+                else str(min(running[name], MAX_DELETION_COST))
+                if name in running
+                else None
+            )
+            if cost != target:
+                patches.append((name, target))
         await self._bounded(
             self.client.merge_patch(
                 "Pod", name, ns, {"metadata": {"annotations": {manifests.POD_DELETION_COST: cost}}}

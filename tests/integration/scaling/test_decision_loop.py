@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from fastapi import FastAPI
 
 from app.alerting.dependencies import METRIC_SOURCE
@@ -30,13 +29,11 @@ from app.jobs.scheduler import scale_workers
 from app.main import create_app
 from app.provisioning.targets import Applied, Artifact, DeploymentView
 from app.runtime.base import ScaleRequest, WorkerLoad
-from tests.conftest import REPO_ROOT, _empty_tables
+from tests.conftest import _empty_tables
 from tests.factories import create_deployment, create_workspace
 from tests.harness.components import PrometheusServer, StatsdExporter
-from tests.harness.plugin import ComponentFactory
 from tests.integration.alerting._sextant import wait_until
-
-MAPPING = REPO_ROOT / "deploy" / "statsd" / "mappings.yml"
+from tests.integration.scaling._support import load, until_seen
 
 
 @dataclass
@@ -85,39 +82,6 @@ class CountingSource:
 
 
 @pytest.fixture
-def exporters(
-    statsd_exporter_factory: ComponentFactory[..., StatsdExporter],
-) -> dict[str, StatsdExporter]:
-    """One statsd_exporter per deployment, as each deployment runs its own."""
-    return {
-        "etl": statsd_exporter_factory(mapping_path=MAPPING),
-        "bi": statsd_exporter_factory(mapping_path=MAPPING),
-    }
-
-
-@pytest.fixture
-def prometheus(
-    prometheus_factory: Callable[..., PrometheusServer], exporters: dict[str, StatsdExporter]
-) -> PrometheusServer:
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "airflow",
-                "static_configs": [
-                    {
-                        "targets": [f"{e.host}:{e.web_port}"],
-                        "labels": {"deployment": name, "workspace": "data-eng"},
-                    }
-                    for name, e in exporters.items()
-                ],
-            }
-        ],
-    }
-    return prometheus_factory(config=yaml.safe_dump(config))
-
-
-@pytest.fixture
 def runtime() -> RecordingRuntime:
     return RecordingRuntime()
 
@@ -156,30 +120,6 @@ async def fleet(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
             f"/api/v1/deployments/{name}/scaling-policy", json=policy, headers=admin
         )
         assert response.status_code == 200, response.text
-
-
-def load(exporter: StatsdExporter, queued: int, running: int) -> None:
-    exporter.send(
-        f"airflow.executor.queued_tasks:{queued}|g", f"airflow.executor.running_tasks:{running}|g"
-    )
-
-
-def seen(prometheus: PrometheusServer, deployment: str, queued: int, running: int) -> bool:
-    def value(metric: str) -> float | None:
-        found = prometheus.query(f'{metric}{{deployment="{deployment}"}}')
-        return float(found[0]["value"][1]) if found else None
-
-    return (
-        value("airflow_executor_queued_tasks") == queued
-        and value("airflow_executor_running_tasks") == running
-    )
-
-
-async def until_seen(prometheus: PrometheusServer, deployment: str, q: int, r: int) -> None:
-    await asyncio.to_thread(
-        wait_until, lambda: seen(prometheus, deployment, q, r), 30,
-        f"Prometheus has {deployment}'s load {q}+{r}",
-    )  # fmt: skip
 
 
 async def decisions(client: httpx.AsyncClient, admin: dict[str, str], name: str) -> list[Any]:
