@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, make_msgid, parseaddr
+
+from app.integrations.smtp import PreparedMessage, serialize
 
 _TEMPLATE = re.compile(r"\{\{\s*(\$labels\.(\w+)|\$value)\s*(?:\|\s*(\w+)\s*)?\}\}")
 
@@ -96,6 +98,51 @@ class Notice:
 
 def compose(notice: Notice, sender: str, to: str, message_id: str | None = None) -> EmailMessage:
     """The e-mail for a notice: plain text, HTML with the inline chart, fixed Message-ID."""
+    message = _without_address(notice, sender)
+    message["To"] = to
+    message["Message-ID"] = message_id or make_msgid(domain="sextant")
+    return message
+
+
+@dataclass(frozen=True, slots=True)
+class EventMail:
+    """One notice's e-mail, composed and serialized once, then addressed to each recipient.
+
+    Every recipient of an alert transition gets the same e-mail but for `To` and `Message-ID`;
+    building the MIME tree (with its base64 chart) and flattening it is most of the cost of a
+    message, so it is done once per event instead of once per recipient.
+    """
+
+    notice: Notice
+    sender: str
+    template: EmailMessage
+    wire: bytes
+
+    def addressed(self, to: str, message_id: str) -> EmailMessage:
+        """The e-mail for one recipient, carrying the shared bytes with its own two headers."""
+        head = f"To: {to}\r\nMessage-ID: {message_id}\r\n"
+        if not (head.isascii() and _one_line(to) and _one_line(message_id)):
+            return compose(self.notice, self.sender, to, message_id)
+        message = PreparedMessage(parseaddr(self.sender)[1], to, head.encode() + self.wire)
+        for name, value in self.template.items():
+            message[name] = value
+        message["To"] = to
+        message["Message-ID"] = message_id
+        message.set_payload(self.template.get_payload())
+        return message
+
+
+def compose_once(notice: Notice, sender: str) -> EventMail:
+    """The e-mail of a notice, ready to be addressed to each of its recipients."""
+    template = _without_address(notice, sender)
+    return EventMail(notice, sender, template, serialize(template))
+
+
+def _one_line(text: str) -> bool:
+    return "\r" not in text and "\n" not in text
+
+
+def _without_address(notice: Notice, sender: str) -> EmailMessage:
     message = EmailMessage()
     status = (
         "RESOLVED" if notice.kind == "resolved" else "TEST" if notice.kind == "test" else ("FIRING")
@@ -107,8 +154,6 @@ def compose(notice: Notice, sender: str, to: str, message_id: str | None = None)
         subject += f" — {notice.deployment}"
     message["Subject"] = subject
     message["From"] = sender
-    message["To"] = to
-    message["Message-ID"] = message_id or make_msgid(domain="sextant")
     if notice.since is not None:
         message["Date"] = format_datetime(notice.resolved_at or notice.since)
     message["X-Sextant-Rule"] = notice.rule

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select, update
@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerting.models import Alert, AlertEvent, AlertRuleOverride, Notification, Silence
 from app.deployments.models import Deployment
+from app.recipients.models import AlertRecipient
 from app.workspaces.models import Workspace
 
 
@@ -132,6 +133,29 @@ async def claim_due(
         .order_by(Notification.id)
     )
     return rows.all()
+
+
+async def record_verdict(
+    session: AsyncSession, notification_id: int, holder: str, values: Mapping[str, object]
+) -> bool:
+    """Write a delivery verdict if `holder` still owns the row's claim; False if it does not."""
+    result = await session.execute(
+        update(Notification)
+        .where(Notification.id == notification_id, Notification.claimed_by == holder)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def recipients_by_id(
+    session: AsyncSession, ids: Collection[int]
+) -> Mapping[int, AlertRecipient]:
+    """The recipients with these ids that still exist."""
+    if not ids:
+        return {}
+    rows = await session.scalars(select(AlertRecipient).where(AlertRecipient.id.in_(ids)))
+    return {row.id: row for row in rows.all()}
 
 
 async def notifications_of(

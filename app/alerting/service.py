@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerting import repository
 from app.alerting.chart import render_chart
-from app.alerting.email import Notice, compose, render_template
+from app.alerting.email import EventMail, Notice, compose, compose_once, render_template
 from app.alerting.evaluator import MONITORING_RULE, to_override
 from app.alerting.measure import MetricSource
 from app.alerting.models import Alert, AlertEvent, AlertRuleOverride, Notification, Silence
@@ -543,17 +543,13 @@ class AlertingService:
     ) -> dict[int, EmailMessage]:
         """The e-mail of each notification (one chart per event, shared by its recipients)."""
         messages: dict[int, EmailMessage] = {}
-        notices: dict[int, Notice] = {}
+        mails: dict[int, EventMail] = {}
         for notification in notifications:
-            if notification.event_id not in notices:
-                notices[notification.event_id] = await self._notice(
-                    session, notification, catalogue, settings, source
-                )
-            messages[notification.id] = compose(
-                notices[notification.event_id],
-                settings.smtp.sender,
-                notification.email,
-                notification.message_id,
+            if notification.event_id not in mails:
+                notice = await self._notice(session, notification, catalogue, settings, source)
+                mails[notification.event_id] = compose_once(notice, settings.smtp.sender)
+            messages[notification.id] = mails[notification.event_id].addressed(
+                notification.email, notification.message_id
             )
         return messages
 

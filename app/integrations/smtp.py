@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from enum import StrEnum
 
 import aiosmtplib
+from aiosmtplib.email import flatten_message
 
 from app.core.settings import SmtpSettings
 from app.integrations.errors import truncate
@@ -36,6 +37,26 @@ class Verdict(StrEnum):
 class Delivery:
     verdict: Verdict
     detail: str = ""
+
+
+class PreparedMessage(EmailMessage):
+    """An e-mail whose bytes on the wire are already known, with its one envelope recipient.
+
+    Alert e-mails of one event differ only in `To` and `Message-ID`: their body is serialized
+    once and shared (app/alerting/email.py), and the Mailer sends these bytes as they are
+    instead of flattening the whole message again for every recipient.
+    """
+
+    def __init__(self, sender: str, recipient: str, wire: bytes) -> None:
+        super().__init__()
+        self.envelope_sender = sender
+        self.envelope_recipient = recipient
+        self.wire = wire
+
+
+def serialize(message: EmailMessage) -> bytes:
+    """The bytes of `message` as any SMTP server takes them (CRLF line ends, 7-bit clean)."""
+    return flatten_message(message, utf8=False, cte_type="7bit")
 
 
 class Mailer:
@@ -62,7 +83,12 @@ class Mailer:
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 return Delivery(Verdict.RETRY, f"connecting to SMTP: {_describe(exc)}")
             try:
-                errors, _ = await client.send_message(message)
+                if isinstance(message, PreparedMessage):
+                    errors, _ = await client.sendmail(
+                        message.envelope_sender, [message.envelope_recipient], message.wire
+                    )
+                else:
+                    errors, _ = await client.send_message(message)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 await self._recycle(client)
                 return _refused([(r.code, r.message) for r in exc.recipients])

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 
 import pytest
 
 from app.alerting.chart import render_chart
-from app.alerting.email import Notice, compose, humanize_duration, render_template, title_of
+from app.alerting.email import (
+    Notice,
+    compose,
+    compose_once,
+    humanize_duration,
+    render_template,
+    title_of,
+)
+from app.integrations.smtp import PreparedMessage, serialize
 
 SINCE = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -65,3 +76,47 @@ def test_annotation_templates_render_labels_and_value() -> None:
 def test_titles() -> None:
     assert title_of("AirflowDagImportErrors") == "Dag import errors"
     assert title_of("SextantMonitoringUnavailable") == "Sextant monitoring unavailable"
+
+
+def parsed(data: bytes) -> EmailMessage:
+    message = BytesParser(policy=policy.default).parsebytes(data)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def headers(message: EmailMessage) -> list[tuple[str, str]]:
+    return sorted((k, str(v)) for k, v in message.items() if k != "Content-Type")
+
+
+def test_an_event_composed_once_and_addressed_is_the_message_composed_for_that_recipient() -> None:
+    chart = render_chart([(0.0, 10.0), (60.0, 200.0)], 120.0)
+    once = compose_once(notice(chart_png=chart), "Sextant <sextant@example.com>")
+    for to, message_id in (("ops@example.com", "<a@sextant>"), ("dev@example.com", "<b@sx>")):
+        addressed = once.addressed(to, message_id)
+        assert isinstance(addressed, PreparedMessage)
+        assert (addressed.envelope_sender, addressed.envelope_recipient) == (
+            "sextant@example.com", to,
+        )  # fmt: skip
+        composed = compose(notice(chart_png=chart), "Sextant <sextant@example.com>", to, message_id)
+        expected = parsed(serialize(composed))
+        on_the_wire = parsed(addressed.wire)
+        # The same headers (the MIME boundary is random in each composition).
+        assert headers(on_the_wire) == headers(expected)
+        assert on_the_wire.get_content_type() == expected.get_content_type()
+        assert on_the_wire["To"] == to
+        assert on_the_wire["Message-ID"] == message_id
+        parts = [(p.get_content_type(), p.get_content()) for p in on_the_wire.walk()
+                 if not p.is_multipart()]  # fmt: skip
+        assert parts == [(p.get_content_type(), p.get_content()) for p in expected.walk()
+                         if not p.is_multipart()]  # fmt: skip
+        assert ("image/png", chart) in parts
+        # The EmailMessage view says the same as the bytes.
+        assert addressed["To"] == to
+        assert addressed["Subject"] == expected["Subject"]
+
+
+def test_an_address_that_does_not_fit_the_shared_bytes_gets_a_message_of_its_own() -> None:
+    once = compose_once(notice(), "sextant@example.com")
+    addressed = once.addressed("jörg@example.com", "<c@sextant>")
+    assert not isinstance(addressed, PreparedMessage)
+    assert addressed["To"] == "jörg@example.com"
