@@ -22,7 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerting import repository
-from app.alerting.measure import MetricSource, per_deployment
+from app.alerting.heartbeat import HeartbeatMemory, heartbeat_count, heartbeat_counter, silence
+from app.alerting.measure import MetricSource, PrometheusSource, per_deployment
 from app.alerting.models import Alert, AlertEvent, AlertRuleOverride
 from app.alerting.pipeline import Pipeline, Route, route, windows
 from app.alerting.silences import silenced
@@ -30,6 +31,7 @@ from app.alerting.state import AlertState, AlertStatus, Observation, Transition,
 from app.core.settings import AlertsSettings
 from app.deployments.models import Deployment
 from app.integrations.errors import IntegrationError
+from app.integrations.prometheus import Sample
 from app.observability.rules import AlertRule, RuleCatalogue, RuleOverride, Scope, Severity
 from app.recipients.models import AlertRecipient
 
@@ -77,6 +79,9 @@ class _Subject:
 
 
 class AlertEvaluator:
+    def __init__(self) -> None:
+        self.heartbeats: dict[str, HeartbeatMemory] = {}
+
     async def evaluate(
         self,
         session: AsyncSession,
@@ -93,14 +98,34 @@ class AlertEvaluator:
         alerts = {(a.deployment_id, a.rule): a for a in await repository.alerts(session)}
         recipients = await self._recipients(session)
         touched: list[tuple[Alert, _Subject, AlertEvent | None]] = []
+        # Heartbeat measures from the remembered last increases (app/alerting/heartbeat.py);
+        # that needs the counters' own samples, which only Prometheus has.
+        incremental = isinstance(source, PrometheusSource)
+        this_round: dict[str, dict[str, float]] = {}
+
+        async def heartbeats(counter: str) -> dict[str, float]:
+            if counter not in this_round:
+                memory = self.heartbeats.setdefault(counter, HeartbeatMemory())
+                this_round[counter] = await silence(memory, source, counter, now)
+            return this_round[counter]
 
         for rule in catalogue.rules:
             report.rules += 1
             lower = rule.threshold is not None and rule.threshold.op in ("<", "<=")
+            counter = heartbeat_counter(rule.measure) if rule.measure else None
+            count = heartbeat_count(rule.expr) if rule.scope is Scope.FLEET else None
             try:
-                if rule.scope is Scope.FLEET:
+                if count is not None and incremental:
+                    over = [v for v in (await heartbeats(count.counter)).values()
+                            if v > count.threshold]  # fmt: skip
+                    answer: Sequence[Sample] = (
+                        [Sample({}, float(len(over)))] if len(over) >= count.at_least else []
+                    )
+                elif rule.scope is Scope.FLEET:
                     # A fleet rule fires when its expression returns anything at all.
                     answer = await source.instant(rule.expr)
+                elif counter is not None and incremental:
+                    values: Mapping[str, float] = await heartbeats(counter)
                 else:
                     samples = await source.instant(rule.measure or rule.expr)
                     values = per_deployment(samples, lower_is_worse=lower).values
@@ -113,7 +138,8 @@ class AlertEvaluator:
                 subject = _Subject(None, None, {"rule": rule.name, "severity": rule.severity},
                                    None)  # fmt: skip
                 self._observe(alerts, touched, subject, rule.name, rule.severity, None,
-                              Observation(met, value), rule.for_, now)  # fmt: skip
+                              Observation(met, value), rule.for_, now,
+                              settings.interval)  # fmt: skip
                 continue
             for deployment, workspace in watched:
                 override = overrides.get((deployment.id, rule.name))
@@ -131,7 +157,8 @@ class AlertEvaluator:
                 subject = self._deployment_subject(deployment, workspace, rule, effective.severity,
                                                    recipients)  # fmt: skip
                 self._observe(alerts, touched, subject, rule.name, effective.severity,
-                              effective.threshold, observation, effective.for_, now)  # fmt: skip
+                              effective.threshold, observation, effective.for_, now,
+                              settings.interval)  # fmt: skip
 
         monitoring_down = bool(report.failed_queries)
         if monitoring_down:
@@ -140,7 +167,7 @@ class AlertEvaluator:
         self._observe(
             alerts, touched, subject, MONITORING_RULE, Severity.CRITICAL, None,
             Observation(monitoring_down, float(len(report.failed_queries))),
-            timedelta(seconds=settings.monitoring_grace), now,
+            timedelta(seconds=settings.monitoring_grace), now, settings.interval,
         )  # fmt: skip
 
         for alert in alerts.values():
@@ -184,10 +211,11 @@ class AlertEvaluator:
         observation: Observation,
         for_: timedelta,
         now: datetime,
+        interval: float,
     ) -> None:
         key = (subject.deployment_id, rule)
         alert = alerts.get(key)
-        state, transition = step(_state(alert), observation, now, for_.total_seconds())
+        state, transition = step(_state(alert), observation, now, for_.total_seconds(), interval)
         if alert is None:
             if state.status is AlertStatus.INACTIVE:
                 return

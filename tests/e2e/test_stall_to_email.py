@@ -7,8 +7,8 @@ evaluator and outbox (in-process, scheduler on: evaluation every second, deliver
 second, PostgreSQL) → aiosmtpd. The heartbeats come from the test, not from an Airflow
 scheduler; the runtime issue's e2e tests run a real one.
 
-The rule's own threshold (60 s, `for: 30s`) is lowered for the deployment through the API to
-THRESHOLD seconds with `for: 0s`. The measure resolves time in 10 s steps (see
+The rule's own threshold (60 s, `for: 0s`) is lowered for the deployment through the API to
+THRESHOLD seconds. The measure resolves time in 10 s steps (see
 alert_rules/airflow.rules.yml), so a healthy heartbeat reads up to ~11 s: THRESHOLD stays above.
 """
 

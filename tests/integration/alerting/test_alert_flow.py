@@ -85,8 +85,9 @@ async def test_a_stalled_scheduler_emails_its_recipients_then_resolves(
     client: httpx.AsyncClient, admin: dict[str, str],
 ) -> None:  # fmt: skip
     metrics.set(HEARTBEAT, "etl-prod", 75.0, "data-eng")
-    await tick(app, clock)  # pending: the rule wants 30 s
-    assert smtp_sink.messages() == []
+    # Firing at once: the measure is already a duration, so the rule has `for: 0s`.
+    await tick(app, clock)
+    assert len(smtp_sink.messages()) == 4
     await tick(app, clock)
     await tick(app, clock)
 
@@ -276,3 +277,19 @@ async def test_bad_overrides_are_422_naming_the_field(
     )  # fmt: skip
     assert response.status_code == 422, response.text
     assert response.json()["error"]["details"][0]["field"] == field
+
+
+@pytest.mark.usefixtures("fleet")
+async def test_one_delivery_round_keeps_taking_batches_while_they_come_back_full(
+    app: FastAPI, clock: FrozenClock, metrics: FakeMetricSource, smtp_sink: SmtpSink
+) -> None:
+    context = app.state.context
+    alerts = context.settings.alerts.model_copy(update={"delivery_batch": 3})
+    context.settings = context.settings.model_copy(update={"alerts": alerts})
+    metrics.set(HEARTBEAT, "etl-prod", 120.0, "data-eng")
+    metrics.set(HEARTBEAT, "etl-dev", 120.0, "data-eng")
+    await evaluate_alerts(context)
+    # 4 + 3 notifications (etl-prod: 2 own and 2 workspace recipients; etl-dev: 1 and 2) in
+    # batches of 3: one round takes three batches, the last one not full.
+    await deliver_notifications(context)
+    assert len(smtp_sink.messages()) == 7

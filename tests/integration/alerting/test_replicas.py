@@ -96,8 +96,8 @@ def test_two_replicas_email_each_recipient_once(
     token = admin_token(env, tmp_path)
     with api(first, token) as client:
         register(client, WORKSPACE, DEPLOYMENT, DEPLOYMENT_RECIPIENTS, WORKSPACE_RECIPIENTS)
-        # The catalogue's 60 s and `for: 30s` would make this test slow; the measure of a
-        # never-rising counter only grows, so 5 s fires once and for good.
+        # The catalogue's 60 s would make this test slow; the measure of a never-rising
+        # counter only grows, so 5 s fires once and for good.
         lower_heartbeat_threshold(client, DEPLOYMENT, 5)
 
     not_ready: list[str] = []

@@ -150,7 +150,7 @@ async def test_a_changed_catalogue_is_written_and_reloaded(
     changed = tmp_path / "catalogue"
     changed.mkdir()
     text = (RULES_DIR / "airflow.rules.yml").read_text()
-    (changed / "airflow.rules.yml").write_text(text.replace("for: 30s", "for: 90s", 1))
+    (changed / "airflow.rules.yml").write_text(text.replace("for: 0s\n", "for: 90s\n", 1))
     second = PrometheusTarget(settings_for(prometheus, folders), rules=load_catalogue(changed))
     applied = await second.apply(view, second.render(view))
     assert applied.writes == 3  # one rule file rewritten, one removed, one reload

@@ -73,3 +73,31 @@ def test_firing_state_remembers_when_and_the_latest_value() -> None:
     resolved, _ = step(state, Observation(False, 2.0), T0 + timedelta(seconds=30), 0)
     assert resolved.resolved_at == T0 + timedelta(seconds=30)
     assert resolved.fired_at == T0
+
+
+def late_by(
+    milliseconds: list[int], interval: float, for_seconds: float, grid: float | None = None
+) -> list[bool]:
+    """Evaluations `interval` apart, each started this late; which of them fired."""
+    state = AlertState()
+    fired: list[bool] = []
+    for index, late in enumerate(milliseconds):
+        at = T0 + timedelta(seconds=index * interval, milliseconds=late)
+        state, happened = step(state, MET, at, for_seconds, interval if grid is None else grid)
+        fired.append(happened is Transition.FIRING)
+    return fired
+
+
+def test_for_fires_on_the_first_evaluation_at_or_after_it_despite_timer_jitter() -> None:
+    # Pending at 0 (3 ms late); the evaluation at 30 s runs 1 ms late: 29.998 s by the clock.
+    assert late_by([3, 0, 9, 4, 0, 2, 1, 0], 5.0, 30.0) == [False] * 6 + [True, False]
+
+
+def test_for_that_is_not_a_multiple_of_the_interval_waits_for_the_next_evaluation() -> None:
+    # for 30 s, evaluations every 7 s: 28 s is too early, 35 s is the first at or after 30 s.
+    assert late_by([0, 0, 0, 0, 0, 0], 7.0, 30.0) == [False] * 5 + [True]
+
+
+def test_without_an_interval_the_wall_clock_is_compared_exactly() -> None:
+    # The old behaviour, kept for callers without a grid: fires one evaluation late.
+    assert late_by([3, 0, 9, 4, 0, 2, 1, 0], 5.0, 30.0, grid=0.0) == [False] * 7 + [True]

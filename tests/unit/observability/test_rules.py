@@ -101,7 +101,7 @@ def test_tunable_rules_split_into_measure_and_default_threshold() -> None:
     assert heartbeat.threshold.unit is ThresholdUnit.SECONDS
     assert heartbeat.measure is not None
     assert heartbeat.measure.startswith("min by (workspace, deployment)")
-    assert heartbeat.for_ == timedelta(seconds=30)
+    assert heartbeat.for_ == timedelta(0)
     lag = rules.get("AirflowSchedulerLagHigh")
     assert lag.threshold is not None
     assert lag.threshold.value == 120
