@@ -121,6 +121,17 @@ def fail_static_reason(observation: Observation, max_age: float) -> Reason | Non
     return None
 
 
+def compress(window: Sequence[Recommendation]) -> tuple[Recommendation, ...]:
+    """The window without the recommendations that can never be its maximum again: those
+    followed by one at least as high (they leave the window first). Same maxima, fewer rows."""
+    kept: list[Recommendation] = []
+    for recommendation in sorted(window, key=lambda r: r.at):
+        while kept and kept[-1].workers <= recommendation.workers:
+            kept.pop()
+        kept.append(recommendation)
+    return tuple(kept)
+
+
 def clamp(workers: int, policy: Policy) -> int:
     """`workers` within the policy's bounds."""
     return max(policy.min_workers, min(policy.max_workers, workers))
@@ -155,7 +166,7 @@ def decide(
         return Decision(current, None, failed, kept)
     load = (observation.queued or 0.0) + (observation.running or 0.0)
     recommended = recommend(load, policy)
-    window = (*kept, Recommendation(now, recommended))
+    window = compress((*kept, Recommendation(now, recommended)))
     if recommended < current:
         # Stabilized: the highest recommendation of the window, but never above what runs
         # (unless the bounds moved under it).

@@ -35,6 +35,20 @@ async def enabled(
     return [(p, d, w) for p, d, w in rows.all()]
 
 
+async def policies_by_id(session: AsyncSession, ids: Sequence[int]) -> Sequence[ScalingPolicy]:
+    """The policies with these ids (one query)."""
+    if not ids:
+        return ()
+    return (await session.scalars(select(ScalingPolicy).where(ScalingPolicy.id.in_(ids)))).all()
+
+
+async def deployments_by_id(session: AsyncSession, ids: Sequence[int]) -> Sequence[Deployment]:
+    """The deployments with these ids (one query)."""
+    if not ids:
+        return ()
+    return (await session.scalars(select(Deployment).where(Deployment.id.in_(ids)))).all()
+
+
 def add_decision(session: AsyncSession, decision: ScalingDecision) -> None:
     """Stage a decision for insertion."""
     session.add(decision)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,6 +81,7 @@ DECISIONS = Counter(
 _GAUGES = (DESIRED, CURRENT, MAX, MIN)
 # Prometheus' limit on the points of one range query.
 MAX_POINTS = 11_000
+PRUNE_EVERY = timedelta(hours=1)
 
 
 def runtime_of(targets: Sequence[Target]) -> Runtime | None:
@@ -153,7 +154,8 @@ class _Plan:
     history: tuple[Recommendation, ...]
     last_reason: str | None
     last_desired: int | None
-    view: DeploymentView
+    # Filled only for deployments whose workers change (a view costs queries).
+    view: DeploymentView | None = None
 
 
 @dataclass
@@ -177,6 +179,11 @@ class RoundReport:
 
 
 class ScalingService:
+    def __init__(self) -> None:
+        # What this process exports, and when it last deleted expired decisions.
+        self._exported: set[tuple[str, str]] = set()
+        self._pruned_at: datetime | None = None
+
     # --- policy ---------------------------------------------------------------------------
 
     async def policy(self, session: AsyncSession, deployment: Deployment) -> PolicyRead:
@@ -316,15 +323,30 @@ class ScalingService:
             outcome = _Outcome(plan, decision, observation, decision.reason)
             if report.query_failed and decision.reason is Reason.METRICS_UNAVAILABLE:
                 outcome.detail = report.query_failed
-            if decision.desired != plan.current:
-                await self._apply(runtime, outcome)
             outcomes.append(outcome)
+        changing = [o for o in outcomes if o.decision.desired != o.plan.current]
+        if changing and runtime is not None:
+            async with session_scope(sessionmaker) as session:
+                for outcome in changing:
+                    deployment = await session.get(Deployment, outcome.plan.deployment_id)
+                    if deployment is not None:
+                        outcome.plan.view = await provisioning.view(session, deployment, targets)
+        for outcome in changing:
+            await self._apply(runtime, outcome)
         async with session_scope(sessionmaker) as session:
+            ids = [o.plan.policy_id for o in outcomes]
+            rows = {row.id: row for row in await repository.policies_by_id(session, ids)}
+            applied = [o.plan.deployment_id for o in outcomes if o.applied]
+            deployments = {d.id: d for d in await repository.deployments_by_id(session, applied)}
             for outcome in outcomes:
-                report.stored += await self._record(session, outcome, now)
-            await repository.forget_decisions_before(
-                session, now - timedelta(days=settings.decision_retention_days)
-            )
+                row = rows.get(outcome.plan.policy_id)
+                if row is not None:  # else deleted with its deployment meanwhile
+                    report.stored += self._record(session, row, deployments, outcome, now)
+            if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+                await repository.forget_decisions_before(
+                    session, now - timedelta(days=settings.decision_retention_days)
+                )
+                self._pruned_at = now
         for outcome in outcomes:
             report.reasons[outcome.reason.value] = report.reasons.get(outcome.reason.value, 0) + 1
             report.applied += int(outcome.applied)
@@ -349,14 +371,13 @@ class ScalingService:
                     history=_history(row.recommendations),
                     last_reason=row.last_reason,
                     last_desired=row.last_desired,
-                    view=await provisioning.view(session, deployment, targets),
                 )
             )
         return plans
 
     async def _apply(self, runtime: Runtime | None, outcome: _Outcome) -> None:
         plan, desired = outcome.plan, outcome.decision.desired
-        if runtime is None:
+        if runtime is None or plan.view is None:
             outcome.detail = "not applied: no runtime runs this deployment (SEXTANT_RUNTIME=none)"
             return
         try:
@@ -384,12 +405,18 @@ class ScalingService:
             )
         outcome.detail = "; ".join(parts)
 
-    async def _record(self, session: AsyncSession, outcome: _Outcome, now: datetime) -> int:
+    def _record(
+        self,
+        session: AsyncSession,
+        row: ScalingPolicy,
+        deployments: Mapping[int, Deployment],
+        outcome: _Outcome,
+        now: datetime,
+    ) -> int:
         plan, decision = outcome.plan, outcome.decision
-        row = await session.get(ScalingPolicy, plan.policy_id)
-        if row is None:  # deleted with its deployment meanwhile
-            return 0
-        row.recommendations = [[r.at.timestamp(), r.workers] for r in decision.history]
+        window = [[r.at.timestamp(), r.workers] for r in decision.history]
+        if _window_moved(row.recommendations, window, now):
+            row.recommendations = window
         stored = 0
         if (
             decision.desired != plan.current
@@ -417,7 +444,7 @@ class ScalingService:
             stored = 1
         row.last_reason, row.last_desired = outcome.reason.value, decision.desired
         if outcome.applied:
-            deployment = await session.get(Deployment, plan.deployment_id)
+            deployment = deployments.get(plan.deployment_id)
             if deployment is not None:
                 components = {k: dict(v) for k, v in (deployment.components or {}).items()}
                 components.setdefault(Component.WORKERS.value, {})["replicas"] = decision.desired
@@ -438,9 +465,13 @@ class ScalingService:
             MIN.labels(*labels).set(plan.policy.min_workers)
             DECISIONS.labels(*labels, outcome.reason.value).inc()
         # A deployment whose policy was disabled or deleted stops being exported.
-        for gauge in _GAUGES:
-            for sample_labels in _exported(gauge) - seen:
-                gauge.remove(*sample_labels)
+        for labels in self._exported - seen:
+            for gauge in _GAUGES:
+                try:
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
+        self._exported = seen
 
     # --- what-if --------------------------------------------------------------------------
 
@@ -520,16 +551,23 @@ class ScalingService:
         )
 
 
+# The stored window is refreshed at least this often when only its newest time moves: a replica
+# that takes the lease over may then scale down at most this much earlier than the window says.
+WINDOW_REFRESH = 60.0
+
+
+def _window_moved(stored: Sequence[Any] | None, window: list[list[float]], now: datetime) -> bool:
+    """Whether the stored window must be rewritten: other values, or a stale newest time."""
+    old = list(stored or ())
+    if [w for _, w in old] != [w for _, w in window]:
+        return True
+    if [t for t, _ in old[:-1]] != [t for t, _ in window[:-1]]:
+        return True
+    return bool(old) and now.timestamp() - float(old[-1][0]) >= WINDOW_REFRESH
+
+
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
-
-
-def _exported(gauge: Gauge) -> set[tuple[str, ...]]:
-    return {
-        (s.labels["deployment"], s.labels["workspace"])
-        for metric in gauge.collect()
-        for s in metric.samples
-    }
 
 
 scaling = ScalingService()
