@@ -1,0 +1,315 @@
+"""Flapping benchmark: a sawtooth and a bursty task trace through Sextant's policy (the real
+`app.scaling.policy.decide`), an HPA-default simulation and a KEDA-chart-default one, same run.
+
+Each trace is a list of tasks (arrival, duration) around a *level* of concurrent tasks that
+shifts every 20 minutes (the "true level shifts"); on top of the level the load oscillates (a
+sawtooth: the level's tasks arrive in a batch every 60 s and last 40 s) or bursts (a steady
+stream at the level, plus a burst of twice the level's 30-second tasks at random minutes).
+
+One discrete-event simulation, one second per step, serves every autoscaler: FIFO queue, a
+worker takes `tasks_per_worker` tasks at once and only `startup` seconds after it was asked for;
+a worker that leaves takes no new task and goes when its running tasks are done (warm shutdown,
+the same for every model, so only the decisions differ). The autoscalers see queued + running:
+
+  Sextant   every 10 s, through Prometheus (the value of up to one 15 s scrape ago), default
+            policy: ceil(load / tasks_per_worker) in [1, 10], +4 workers per decision at most,
+            down only to the highest recommendation of the last 300 s; fail-static never fires
+            here (the trace has no gaps).
+  HPA       defaults (kubernetes pkg/apis/autoscaling/v2/defaults.go, peers.md A3): 15 s sync,
+            tolerance 0.1 on current/target, scale-up max(100 %, 4 pods) per 15 s, scale-down
+            300 s stabilization then 100 % per 15 s; AverageValue target = tasks_per_worker; the
+            metric through Prometheus (same 15 s scrape lag), bounds [1, 10].
+  KEDA      the official chart's defaults (peers.md A2, airflow.md 3.8): the postgresql
+            trigger `ceil(count(queued|running) / concurrency)` read from the database (no lag),
+            target 1, minReplicaCount 0, maxReplicaCount 10, pollingInterval 5 s for 0 <-> 1
+            (cooldownPeriod 30 s to go to 0), the HPA above for 1 <-> N (`advanced: {}`).
+
+Printed per trace and model: replica changes (times the replica count changed), true level
+shifts, changes per shift (target for Sextant <= 1.5), and the p95 time a task waited for a
+slot (target: Sextant no worse than either peer).
+
+Run: `uv run python -m bench.flapping [--minutes 120] [--seed 6]` (a few seconds, no servers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from app.scaling.policy import Observation, Policy, Recommendation, decide
+from bench._alerting_common import p95, table, verdict
+
+PER_WORKER = 8
+MIN_WORKERS, MAX_WORKERS = 1, 10
+STARTUP = 30  # seconds from "scale up" to a worker taking tasks (same for every model)
+SCRAPE = 15  # Prometheus scrape interval: Sextant and the HPA see values up to this old
+LEVEL_SECONDS = 20 * 60
+TARGET_CHANGES_PER_SHIFT = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    arrival: int
+    duration: int
+
+
+@dataclass
+class Trace:
+    name: str
+    tasks: list[Task]
+    levels: list[int]  # one per LEVEL_SECONDS segment
+    seconds: int
+
+    @property
+    def shifts(self) -> int:
+        """How often the true level changes (the first rise from nothing included)."""
+        return sum(1 for a, b in zip([0, *self.levels], self.levels, strict=False) if a != b)
+
+
+def levels(minutes: int, rng: random.Random) -> list[int]:
+    segments = max(1, minutes * 60 // LEVEL_SECONDS)
+    out: list[int] = []
+    for _ in range(segments):
+        choices = [v for v in (8, 24, 40, 64) if not out or v != out[-1]]
+        out.append(rng.choice(choices))
+    return out
+
+
+def sawtooth(minutes: int, rng: random.Random) -> Trace:
+    """Every 60 s the level's tasks arrive at once and run 40 s: load L, 0, L, 0..."""
+    plan = levels(minutes, rng)
+    tasks = []
+    for index, level in enumerate(plan):
+        for start in range(index * LEVEL_SECONDS, (index + 1) * LEVEL_SECONDS, 60):
+            tasks += [Task(start, 40) for _ in range(level)]
+    return Trace("sawtooth", tasks, plan, len(plan) * LEVEL_SECONDS)
+
+
+def bursty(minutes: int, rng: random.Random) -> Trace:
+    """A steady stream holding the level (60 s tasks), and bursts of 2x the level (30 s)."""
+    plan = levels(minutes, rng)
+    tasks = []
+    for index, level in enumerate(plan):
+        begin = index * LEVEL_SECONDS
+        for second in range(begin, begin + LEVEL_SECONDS):
+            # Poisson arrivals at level/60 per second keep ~level tasks running.
+            tasks += [Task(second, 60) for _ in range(_poisson(rng, level / 60))]
+        for minute in range(LEVEL_SECONDS // 60):
+            if rng.random() < 0.2:
+                tasks += [Task(begin + minute * 60 + rng.randrange(60), 30)] * (2 * level)
+    return Trace("bursty", tasks, plan, len(plan) * LEVEL_SECONDS)
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    limit, count, product = math.exp(-mean), 0, rng.random()
+    while product > limit:
+        count += 1
+        product *= rng.random()
+    return count
+
+
+# --- autoscalers: called every second with (now, observed load, current replicas) -------------
+
+
+Scaler = Callable[[int, Callable[[int], float], int], int]
+
+
+def sextant() -> Scaler:
+    policy = Policy(MIN_WORKERS, MAX_WORKERS, PER_WORKER)
+    history: tuple[Recommendation, ...] = ()
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def step(now: int, load_at: Callable[[int], float], current: int) -> int:
+        nonlocal history
+        if now % 10:
+            return current
+        seen = load_at(now - now % SCRAPE)  # the last scrape's value
+        decision = decide(
+            policy, current, Observation(seen, 0), history, t0 + timedelta(seconds=now)
+        )
+        history = decision.history
+        return decision.desired
+
+    return step
+
+
+@dataclass
+class Hpa:
+    """The HPA's default behaviour for an AverageValue metric of target `PER_WORKER` tasks."""
+
+    lag: int = SCRAPE
+    minimum: int = MIN_WORKERS
+    recommendations: deque[tuple[int, int]] = field(default_factory=deque)
+    events: deque[tuple[int, int]] = field(default_factory=deque)  # (time, replicas after)
+
+    def step(self, now: int, load_at: Callable[[int], float], current: int) -> int:
+        if now % 15:
+            return current
+        seen = load_at(now - now % self.lag) if self.lag else load_at(now)
+        if current == 0:
+            return current  # 0 -> 1 is KEDA's job; a bare HPA never sits at 0 here
+        ratio = (seen / current) / PER_WORKER
+        wanted = current if abs(ratio - 1) <= 0.1 else math.ceil(seen / PER_WORKER)
+        wanted = max(self.minimum, min(MAX_WORKERS, wanted))
+        self.recommendations.append((now, wanted))
+        while self.recommendations and now - self.recommendations[0][0] >= 300:
+            self.recommendations.popleft()
+        if wanted < current:
+            wanted = min(current, max(r for _, r in self.recommendations))
+        if wanted > current:
+            # max(100 %, 4 pods) per 15 s period, counted from the replicas 15 s ago.
+            base = self._replicas_at(now - 15, current)
+            wanted = min(wanted, max(base * 2, base + 4))
+        if wanted != current:
+            self.events.append((now, wanted))
+        return max(1 if current else 0, wanted)
+
+    def _replicas_at(self, when: int, current: int) -> int:
+        before = [r for t, r in self.events if t <= when]
+        return before[-1] if before else current
+
+
+def hpa() -> Scaler:
+    return Hpa().step
+
+
+def keda() -> Scaler:
+    inner = Hpa(lag=0, minimum=1)
+    zero_since: int | None = None
+
+    def step(now: int, load_at: Callable[[int], float], current: int) -> int:
+        nonlocal zero_since
+        load = load_at(now)
+        if now % 5 == 0:
+            if load > 0:
+                zero_since = None
+                if current == 0:
+                    return 1  # activation
+            else:
+                zero_since = now if zero_since is None else zero_since
+                if current > 0 and now - zero_since >= 30:
+                    return 0  # cooldownPeriod to zero
+        return inner.step(now, load_at, current) if current > 0 else current
+
+    return step
+
+
+# --- the simulation -----------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    ready_at: int
+    running: list[int] = field(default_factory=list)  # end times
+    leaving: bool = False
+
+
+@dataclass
+class Outcome:
+    changes: int
+    waits: list[float]
+    worker_minutes: float
+
+
+def simulate(trace: Trace, scaler: Scaler, start: int) -> Outcome:
+    arrivals = sorted(trace.tasks, key=lambda t: t.arrival)
+    queue: deque[tuple[Task, int]] = deque()
+    workers = [Worker(ready_at=0) for _ in range(start)]
+    load_history: list[float] = []
+    waits: list[float] = []
+    replicas, changes, worker_seconds = start, 0, 0.0
+    index = 0
+    for now in range(trace.seconds + 900):
+        while index < len(arrivals) and arrivals[index].arrival <= now:
+            queue.append((arrivals[index], now))
+            index += 1
+        for worker in workers:
+            worker.running = [end for end in worker.running if end > now]
+        workers = [w for w in workers if not (w.leaving and not w.running)]
+        for worker in workers:
+            if worker.leaving or worker.ready_at > now:
+                continue
+            while queue and len(worker.running) < PER_WORKER:
+                task, arrived = queue.popleft()
+                waits.append(now - arrived)
+                worker.running.append(now + task.duration)
+        running = sum(len(w.running) for w in workers)
+        load_history.append(len(queue) + running)
+        last = len(load_history) - 1
+        wanted = scaler(now, lambda t, last=last: load_history[max(0, min(t, last))], replicas)
+        if wanted != replicas:
+            changes += 1
+            staying = [w for w in workers if not w.leaving]
+            if wanted > len(staying):
+                workers += [Worker(ready_at=now + STARTUP) for _ in range(wanted - len(staying))]
+            else:
+                # Idle (or not yet started) workers leave first, then the least busy.
+                for worker in sorted(staying, key=lambda w: len(w.running))[
+                    : len(staying) - wanted
+                ]:
+                    worker.leaving = True
+            replicas = wanted
+        worker_seconds += sum(1 for w in workers if not w.leaving or w.running)
+    return Outcome(changes, waits, worker_seconds / 60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=int, default=120)
+    parser.add_argument("--seed", type=int, default=6)
+    args = parser.parse_args(argv)
+    print(
+        f"flapping: {args.minutes} min per trace, levels shift every {LEVEL_SECONDS // 60} min, "
+        f"{PER_WORKER} tasks per worker, workers in [{MIN_WORKERS}, {MAX_WORKERS}] "
+        f"(KEDA [0, {MAX_WORKERS}]), worker start-up {STARTUP} s, seed {args.seed}"
+    )
+    ok = True
+    for make in (sawtooth, bursty):
+        trace = make(args.minutes, random.Random(args.seed))
+        rows, results = [], {}
+        for name, scaler, start in (
+            ("Sextant", sextant(), MIN_WORKERS), ("HPA default", hpa(), MIN_WORKERS),
+            ("KEDA chart default", keda(), 0),
+        ):  # fmt: skip
+            outcome = simulate(trace, scaler, start)
+            results[name] = outcome
+            rows.append([
+                name, outcome.changes, trace.shifts, outcome.changes / trace.shifts,
+                p95(outcome.waits), max(outcome.waits), outcome.worker_minutes,
+            ])  # fmt: skip
+        print(f"\n{trace.name}: {len(trace.tasks):,} tasks, levels {trace.levels}")
+        print(
+            table(
+                [
+                    "model",
+                    "changes",
+                    "shifts",
+                    "per shift",
+                    "p95 wait s",
+                    "max wait s",
+                    "worker-min",
+                ],
+                rows,
+            )
+        )
+        ours = results["Sextant"]
+        per_shift = ours.changes / trace.shifts
+        waits_ok = all(p95(ours.waits) <= p95(o.waits) for o in results.values())
+        print(
+            f"Sextant changes per level shift {per_shift:.2f} (target <= "
+            f"{TARGET_CHANGES_PER_SHIFT}): {verdict(per_shift <= TARGET_CHANGES_PER_SHIFT)}; "
+            f"p95 wait {p95(ours.waits):.0f} s vs HPA {p95(results['HPA default'].waits):.0f} s,"
+            f" KEDA {p95(results['KEDA chart default'].waits):.0f} s: {verdict(waits_ok)}"
+        )
+        ok = ok and per_shift <= TARGET_CHANGES_PER_SHIFT and waits_ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
