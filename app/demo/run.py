@@ -41,6 +41,7 @@ from app.core.settings import (
     SmtpSettings,
 )
 from app.demo.smtp_sink import SmtpSink
+from app.integrations.airflow import AirflowApi
 from app.integrations.errors import IntegrationError
 from app.integrations.sextant import SextantApi
 from app.main import create_app, ensure_schema
@@ -71,6 +72,9 @@ DEPLOYMENT = "demo-airflow"
 RECIPIENT = "oncall@example.com"
 GROUP = "_demo"
 READY_TIMEOUT = 300.0
+BURST_DAG = "demo_burst"
+# The demo's scale-down window: short, so that the workers come back down while one watches.
+DEMO_SCALE_DOWN_WINDOW = 60
 
 Say = Callable[[str], None]
 
@@ -382,7 +386,11 @@ class Demo:
             self.say(f"starting Airflow ({DEPLOYMENT}); the first start takes about a minute")
             await self.wait_healthy(api, runtime)
             self.summary(ports, runtime, admin_token)
+            scene = asyncio.create_task(self.scaling_scene(api, runtime, stop))
             await stop.wait()
+            scene.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await scene
             self.say("stopping everything (Ctrl-C again is not needed)")
         except IntegrationError as exc:
             raise DemoFailed(str(exc)) from None
@@ -397,6 +405,51 @@ class Demo:
             await self.supervisor.shutdown()
             await sink.stop()
             self.say("stopped")
+
+    async def scaling_scene(
+        self, api: SextantApi, runtime: LocalRuntime, stop: asyncio.Event
+    ) -> None:
+        """Turn autoscaling on, trigger a burst of parallel tasks, and narrate each decision
+        until the workers are back at the minimum."""
+        policy = {"enabled": True, "scale_down_window_seconds": DEMO_SCALE_DOWN_WINDOW}
+        await api.call("PUT", f"/api/v1/deployments/{DEPLOYMENT}/scaling-policy", policy)
+        url = runtime.api_url(DEPLOYMENT)
+        if url is None:
+            return
+        airflow = AirflowApi(url, timeout=30)
+        started = time.monotonic()
+        while not await airflow.dag_exists(BURST_DAG):
+            if time.monotonic() - started > 180 or stop.is_set():
+                self.say(f"scaling scene skipped: {BURST_DAG} was not parsed within 3 minutes")
+                return
+            await asyncio.sleep(3)
+        await airflow.unpause(BURST_DAG)
+        run_id = await airflow.trigger(BURST_DAG)
+        self.say(
+            f"\nscaling scene: autoscaling on, {BURST_DAG} triggered ({run_id}): 12 tasks of 30 s "
+            "on workers of 4 slots; each decision of the autoscaler follows"
+        )
+        seen: set[int] = set()
+        went_up = False
+        while not stop.is_set():
+            _, page = await api.call(
+                "GET", f"/api/v1/deployments/{DEPLOYMENT}/scaling-decisions?limit=20"
+            )
+            for decision in reversed(page["items"]):
+                if decision["id"] in seen:
+                    continue
+                seen.add(decision["id"])
+                load = (decision["queued"] or 0) + (decision["running"] or 0)
+                self.say(
+                    f"  [{time.monotonic() - started:4.0f} s] {decision['reason']}: load "
+                    f"{load:g}, workers {decision['current']} -> {decision['desired']}"
+                    + (f" ({decision['detail']})" if decision["detail"] else "")
+                )
+                went_up = went_up or decision["desired"] > decision["current"]
+                if went_up and decision["reason"] == "scale_down" and decision["desired"] == 1:
+                    self.say("  back to one worker; every task finished (warm shutdown)")
+                    return
+            await asyncio.sleep(2)
 
     def summary(self, ports: dict[str, int], runtime: LocalRuntime, token: str) -> None:
         sextant = f"http://{HOST}:{ports['sextant']}"
@@ -421,7 +474,9 @@ class Demo:
             f"{sextant}/api/v1/deployments/{DEPLOYMENT}",
             f'  curl -H "Authorization: Bearer $SEXTANT_TOKEN" '
             f"{sextant}/api/v1/deployments/{DEPLOYMENT}/provisioning",
-            "  trigger demo_burst in the Airflow UI: 12 tasks queue up on the worker",
+            "  demo_burst is triggered for you: watch the workers scale up and back down below,",
+            f'    or: curl -H "Authorization: Bearer $SEXTANT_TOKEN" '
+            f"{sextant}/api/v1/deployments/{DEPLOYMENT}/scaling-decisions",
             f"  stall the scheduler: kill -STOP {pid}  -> a FIRING e-mail in a minute or two;",
             f"    kill -CONT {pid} -> RESOLVED",
             "  Prometheus: airflow_scheduler_heartbeat, airflow_executor_running_tasks",

@@ -99,6 +99,7 @@ POSTGRES_WAIT = 60.0
 DELETE_GRACE = 30.0
 WORKER_READY_LINE = " ready."
 DEFAULT_WORKER_CONCURRENCY = 16
+DEFAULT_PARALLELISM = 32  # Airflow's [core] parallelism
 ARTIFACT_PREFIX = "runtime/local/"
 CONNECT_ARGS_MODULE = "sextant_airflow_db"
 CONNECT_ARGS_SOURCE = '''"""Written by Sextant: asyncpg through PgBouncer's transaction pooling.
@@ -168,14 +169,17 @@ def plan(deployment: DeploymentView) -> dict[str, Any]:
         c.value: int(deployment.components.get(c.value, {}).get("replicas", 1))
         for c in components_for(executor)
     }
+    concurrency = int(deployment.extra.get("worker_concurrency", DEFAULT_WORKER_CONCURRENCY))
+    most_workers = int(deployment.extra.get("max_workers", components.get("workers", 1)))
     return {
         "deployment": deployment.name,
         "workspace": deployment.workspace,
         "executor": executor.value,
         "airflow_version": deployment.airflow_version,
-        "worker_concurrency": int(
-            deployment.extra.get("worker_concurrency", DEFAULT_WORKER_CONCURRENCY)
-        ),
+        "worker_concurrency": concurrency,
+        # The executor holds at most [core] parallelism tasks: enough to fill every worker the
+        # autoscaler may run, or its load (queued + running) would stop growing below that.
+        "parallelism": max(DEFAULT_PARALLELISM, concurrency * most_workers),
         "replicas": components,
     }
 
@@ -462,6 +466,7 @@ class LocalRuntime:
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder(name)),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": desired["executor"],
+            "AIRFLOW__CORE__PARALLELISM": str(desired.get("parallelism", DEFAULT_PARALLELISM)),
             "AIRFLOW__CORE__FERNET_KEY": secret["fernet_key"],
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
             # Every user is an admin without a password: the api-server listens on 127.0.0.1.
