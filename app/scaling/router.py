@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from app.alerting.dependencies import metric_source_of
-from app.api.errors import API_ERRORS
+from app.api.errors import API_ERRORS, error_responses
 from app.core.context import ClockDep, ContextDep, SessionDep
 from app.core.names import NAME_MAX_LENGTH
 from app.core.pagination import Page, PageParams, page_params
@@ -47,7 +47,11 @@ async def put_policy(
     return await scaling.put_policy(session, principal, deployment, data)
 
 
-@router.post("/deployments/{name}/scaling-policy/simulate", response_model=SimulationResult)
+@router.post(
+    "/deployments/{name}/scaling-policy/simulate",
+    response_model=SimulationResult,
+    responses=error_responses(503),
+)
 async def simulate_policy(
     name: DeploymentName,
     data: SimulationRequest,
