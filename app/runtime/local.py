@@ -345,10 +345,6 @@ class LocalRuntime:
     async def apply(self, deployment: DeploymentView, artifacts: Sequence[Artifact]) -> Applied:
         """Make the deployment's components run as planned; quick, the supervisor does the rest."""
         await self.start()
-        if Executor(deployment.executor) is not Executor.CELERY:
-            raise PermanentError(
-                UPSTREAM, "the local runtime runs CeleryExecutor deployments only (for now)"
-            )
         try:
             tools = await asyncio.to_thread(find_tools, self.settings, deployment.airflow_version)
         except ToolMissing as exc:
@@ -360,7 +356,7 @@ class LocalRuntime:
             specs = self._specs(name, desired, tools)
         except OSError as exc:
             raise TransientError(UPSTREAM, f"{exc.strerror or exc}: {exc.filename}") from exc
-        state = {"plan": desired, "workers": desired["replicas"][Component.WORKERS.value]}
+        state = {"plan": desired, "workers": desired["replicas"].get(Component.WORKERS.value, 0)}
         writes += self._save_state(name, state, specs)
         writes += self.supervisor.ensure(name, specs, self.home(name) / "run")
         return Applied(writes, f"{len(specs)} processes supervised")
@@ -535,16 +531,6 @@ class LocalRuntime:
                 title=f"PgBouncer on {HOST}:{ports['pgbouncer']}",
             ),
             ProcessSpec(
-                name="redis",
-                component=Component.REDIS.value,
-                argv=(str(tools.redis_server), str(home / "redis" / "redis.conf")),
-                log_path=log("redis"),
-                readiness=Readiness(ReadyKind.TCP, port=ports["redis"]),
-                env=plain,
-                cwd=str(home / "redis"),
-                title=f"Redis on {HOST}:{ports['redis']}",
-            ),
-            ProcessSpec(
                 name="statsd",
                 component=Component.STATSD.value,
                 argv=(
@@ -575,6 +561,21 @@ class LocalRuntime:
                 title="the metadata database migration (airflow db migrate)",
             ),
         ]
+        celery = desired["executor"] == Executor.CELERY.value
+        if celery:
+            # The Celery broker; a LocalExecutor deployment runs its tasks in the scheduler.
+            specs.append(
+                ProcessSpec(
+                    name="redis",
+                    component=Component.REDIS.value,
+                    argv=(str(tools.redis_server), str(home / "redis" / "redis.conf")),
+                    log_path=log("redis"),
+                    readiness=Readiness(ReadyKind.TCP, port=ports["redis"]),
+                    env=plain,
+                    cwd=str(home / "redis"),
+                    title=f"Redis on {HOST}:{ports['redis']}",
+                )
+            )
         api_workers = max(1, int(replicas.get(Component.API_SERVER.value, 1)))
         specs.append(
             ProcessSpec(
@@ -617,7 +618,7 @@ class LocalRuntime:
                         readiness=Readiness(ReadyKind.ALIVE, seconds=5.0),
                         env=env,
                         cwd=str(home),
-                        after=(MIGRATE, "redis", "statsd"),
+                        after=(MIGRATE, "redis", "statsd") if celery else (MIGRATE, "statsd"),
                         title=unit.replace("_", "-"),
                     )
                 )
@@ -758,6 +759,8 @@ class LocalRuntime:
             raise PermanentError(
                 UPSTREAM, f"the local runtime scales workers only, not {request.component}"
             )
+        if Executor(deployment.executor) is not Executor.CELERY:
+            raise PermanentError(UPSTREAM, f"{deployment.name} runs LocalExecutor: no workers")
         name = deployment.name
         path = self.home(name) / "runtime.json"
         state = _read_json(path)

@@ -31,6 +31,8 @@ from app.provisioning.targets import DeploymentView
 from app.runtime.base import ComponentState, ScaleRequest
 from app.runtime.local import LocalRuntime, database_name
 from tests.integration.runtime._local import (
+    E2E_DAG,
+    E2E_DAG_ID,
     SLOW_DAG,
     SLOW_DAG_ID,
     local_settings,
@@ -45,12 +47,15 @@ pytestmark = pytest.mark.timeout(400)
 __all__ = ["state_dir"]  # a fixture, imported for this module
 
 
-def view(name: str, workers: int = 1) -> DeploymentView:
-    components, _ = merge_components(Executor.CELERY, {}, None)
-    components[Component.WORKERS.value]["replicas"] = workers
+def view(
+    name: str, workers: int = 1, executor: Executor = Executor.CELERY, generation: int = 1
+) -> DeploymentView:
+    components, _ = merge_components(executor, {}, None)
+    if executor is Executor.CELERY:
+        components[Component.WORKERS.value]["replicas"] = workers
     return DeploymentView(
-        name=name, workspace="ws", executor=Executor.CELERY.value, airflow_version="3.3.2",
-        components=components, generation=1, extra={"worker_concurrency": 2},
+        name=name, workspace="ws", executor=executor.value, airflow_version="3.3.2",
+        components=components, generation=generation, extra={"worker_concurrency": 2},
     )  # fmt: skip
 
 
@@ -236,3 +241,49 @@ async def test_workers_scale_up_and_down_without_killing_a_running_task(
     assert "WorkerLostError" not in log
     remaining = [v.name for v in runtime.supervisor.views("delta") if v.component == "workers"]
     assert remaining == [w for w in ("workers-1", "workers-2") if w != victim]
+
+
+async def test_switching_to_local_executor_drops_broker_workers_and_flower_and_runs_tasks(
+    runtime: LocalRuntime,
+) -> None:
+    celery = view("epsilon")
+    runtime.dags_folder("epsilon").mkdir(parents=True)
+    (runtime.dags_folder("epsilon") / f"{E2E_DAG_ID}.py").write_text(E2E_DAG)
+    await up(runtime, celery)
+    celery_only = {"redis", "workers", "flower"}
+    dropped = [
+        v.pid
+        for v in runtime.supervisor.views("epsilon")
+        if v.component in celery_only and v.pid is not None
+    ]
+    assert len(dropped) == 3
+
+    local = view("epsilon", executor=Executor.LOCAL, generation=2)
+    await up(runtime, local)
+    assert pids_alive(dropped) == []
+    left = {v.component for v in runtime.supervisor.views("epsilon")}
+    assert not left & celery_only
+    status = await runtime.status(local)
+    assert not {c.component for c in status.components} & celery_only
+
+    # The scheduler now runs the task itself (LocalExecutor), to success.
+    api_url = runtime.api_url("epsilon")
+    assert api_url is not None
+    api = AirflowApi(api_url)
+
+    async def parsed() -> bool:
+        return await api.dag_exists(E2E_DAG_ID)
+
+    await until(parsed, 90, f"the dag-processor to parse {E2E_DAG_ID}")
+    await api.unpause(E2E_DAG_ID)
+    run_id = await api.trigger(E2E_DAG_ID)
+    state = {"value": ""}
+
+    async def finished() -> bool:
+        state["value"] = await api.run_state(E2E_DAG_ID, run_id)
+        return state["value"] in ("success", "failed")
+
+    await until(finished, 90, f"DAG run {run_id} to finish", lambda: state["value"])
+    assert state["value"] == "success"
+    scheduler_log = (runtime.logs_dir("epsilon") / "scheduler.log").read_text()
+    assert "LocalExecutor" in scheduler_log

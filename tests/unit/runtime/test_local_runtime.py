@@ -13,9 +13,10 @@ from app.deployments.spec import Executor
 from app.deployments.validation import merge_components
 from app.provisioning.health import decide
 from app.provisioning.targets import DeploymentView
-from app.runtime.base import ComponentState, ComponentStatus, RuntimeStatus
-from app.runtime.local import LocalRuntime, _aggregate, database_name
+from app.runtime.base import ComponentState, ComponentStatus, RuntimeStatus, ScaleRequest
+from app.runtime.local import LocalRuntime, _aggregate, database_name, plan
 from app.runtime.local_supervisor import UnitState, UnitView
+from app.runtime.local_tools import Tools
 
 
 def view(name: str = "etl-prod", workers: int = 2) -> DeploymentView:
@@ -148,17 +149,46 @@ async def test_applying_without_airflow_installed_says_what_to_run(tmp_path: Pat
     assert not (tmp_path / "state" / "etl-prod" / "runtime.json").exists()
 
 
-async def test_local_executor_deployments_are_refused_with_a_reason(tmp_path: Path) -> None:
-    from app.integrations.errors import PermanentError
-
-    runtime = LocalRuntime(LocalSettings(state_dir=tmp_path))
+def _local_executor_view() -> DeploymentView:
     components, _ = merge_components(Executor.LOCAL, {}, None)
-    local = DeploymentView(
+    return DeploymentView(
         name="etl", workspace="w", executor="LocalExecutor", airflow_version="3.3.2",
         components=components, generation=1,
     )  # fmt: skip
+
+
+def _tools(root: Path) -> Tools:
+    names = ("airflow", "python", "postgres", "initdb", "psql", "pgbouncer", "redis-server")
+    paths = {name.replace("-", "_"): root / "bin" / name for name in names}
+    return Tools(**paths, statsd_exporter=root / "bin" / "statsd_exporter")
+
+
+def test_a_local_executor_deployment_runs_no_broker_workers_or_flower(tmp_path: Path) -> None:
+    runtime = LocalRuntime(LocalSettings(state_dir=tmp_path))
+    local = _local_executor_view()
+    desired = plan(local)
+    assert desired["executor"] == "LocalExecutor"
+    specs = runtime._specs(local.name, desired, _tools(tmp_path))
+    components = {spec.component for spec in specs}
+    assert components == {
+        "pgbouncer", "statsd", "migrate", "api_server", "scheduler", "dag_processor", "triggerer"
+    }  # fmt: skip
+    scheduler = next(spec for spec in specs if spec.component == "scheduler")
+    assert "redis" not in scheduler.after
+    assert scheduler.env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    # The same deployment under Celery has its broker, workers and Flower.
+    celery = runtime._specs("etl-c", plan(view("etl-c")), _tools(tmp_path))
+    assert {"redis", "workers", "flower"} <= {spec.component for spec in celery}
+
+
+async def test_scaling_the_workers_of_a_local_executor_deployment_is_refused(
+    tmp_path: Path,
+) -> None:
+    from app.integrations.errors import PermanentError
+
+    runtime = LocalRuntime(LocalSettings(state_dir=tmp_path))
     try:
-        with pytest.raises(PermanentError, match="CeleryExecutor deployments only"):
-            await runtime.apply(local, runtime.render(local))
+        with pytest.raises(PermanentError, match="LocalExecutor: no workers"):
+            await runtime.scale(_local_executor_view(), ScaleRequest("workers", 2))
     finally:
         await runtime.aclose()
