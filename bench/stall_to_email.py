@@ -5,8 +5,10 @@ the same run, from the same metrics.
 Why: the issue promises e-mails "within seconds of the threshold being crossed — not minutes".
 Target: Sextant <= threshold + `for` + evaluation interval + scrape interval + 2 s, and <= 0.3x
 the Alertmanager path. Both paths use the same rule, AirflowSchedulerHeartbeatMissing from
-alert_rules/ as shipped: threshold 60 s (seconds since the heartbeat counter last increased,
-resolved in 10 s steps by the rule's subquery) and `for: 30s`.
+alert_rules/ as shipped (read from the catalogue: threshold 60 s of seconds since the heartbeat
+counter last increased, `for: 0s`). Prometheus evaluates the rule's measure as written (10 s
+subquery steps); Sextant measures the same silence from the increases it remembers, in 1 s steps
+(app/alerting/heartbeat.py).
 
 Every hop is real, on 127.0.0.1:
 
@@ -40,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import socket
 import subprocess
@@ -81,8 +84,12 @@ SEXTANT_INTERVAL = 5  # SEXTANT_ALERTS_INTERVAL
 SEXTANT_DELIVERY = 2  # SEXTANT_ALERTS_DELIVERY_INTERVAL (its default)
 PROMETHEUS_EVALUATION = 60  # Prometheus' default evaluation_interval
 GROUP_WAIT = 30  # Alertmanager's default
-RESOLUTION = 10  # the rule's subquery step: the measure lags the truth by up to this
+RESOLUTION = 10  # the rule's subquery step: Prometheus' measure lags the truth by up to this
 TARGET_RATIO = 0.3
+_RULE = catalogue().get(RULE)
+assert _RULE.threshold is not None
+THRESHOLD = _RULE.threshold.value
+FOR = _RULE.for_.total_seconds()
 
 
 @dataclass
@@ -303,7 +310,8 @@ async def _measure(
         f"every {SCRAPE} s; Sextant evaluation every {SEXTANT_INTERVAL} s, delivery every "
         f"{SEXTANT_DELIVERY} s; Prometheus evaluation_interval {PROMETHEUS_EVALUATION} s "
         f"(default), Alertmanager group_wait {GROUP_WAIT} s (default); rule {RULE}: threshold "
-        f"60 s, for 30 s; stops {args.stagger:g} s apart; load average {load_average()}",
+        f"{THRESHOLD:g} s, for {FOR:g} s; stops {args.stagger:g} s apart; load average "
+        f"{load_average()}",
         flush=True,
     )
     first_stop = time.time() + 1
@@ -391,25 +399,26 @@ def _report(args: argparse.Namespace, stalls: list[Stall], started_all: float) -
     peers = [_after(s, s.alertmanager_mail) for s in stalls]
     ours_known = [v for v in ours if v is not None]
     peers_or_cap = [cap if v is None else v for v in peers]
-    threshold, for_ = 60, 30
+    threshold, for_ = THRESHOLD, FOR
     bound = threshold + for_ + SEXTANT_INTERVAL + SCRAPE + 2
     print(
-        f"\n  Sextant bound (issue): threshold {threshold} + for {for_} + evaluation "
-        f"{SEXTANT_INTERVAL} + scrape {SCRAPE} + 2 = {bound} s; the rule's measure also lags "
-        f"by up to its {RESOLUTION} s subquery step, so the physical worst case is "
-        f"{bound + RESOLUTION} s"
+        f"\n  Sextant bound (issue): threshold {threshold:g} + for {for_:g} + evaluation "
+        f"{SEXTANT_INTERVAL} + scrape {SCRAPE} + 2 = {bound:g} s (Sextant's measure follows "
+        f"the counter to the scrape: 1 s steps)"
     )
+    rounded_for = math.ceil(for_ / PROMETHEUS_EVALUATION) * PROMETHEUS_EVALUATION
     print(
-        f"  Alertmanager path, expected: threshold {threshold} + up to {RESOLUTION} + up to "
-        f"{SCRAPE} + up to {PROMETHEUS_EVALUATION} (first evaluation after the breach) + "
-        f"{PROMETHEUS_EVALUATION} (`for` rounded up to whole evaluations) + group_wait "
-        f"{GROUP_WAIT} = {threshold + PROMETHEUS_EVALUATION + GROUP_WAIT}-"
-        f"{threshold + RESOLUTION + SCRAPE + 2 * PROMETHEUS_EVALUATION + GROUP_WAIT} s"
+        f"  Alertmanager path, expected: threshold {threshold:g} + up to {RESOLUTION} (the "
+        f"rule's subquery step) + up to {SCRAPE} + up to {PROMETHEUS_EVALUATION} (first "
+        f"evaluation after the breach) + {rounded_for} (`for` rounded up to whole "
+        f"evaluations) + group_wait {GROUP_WAIT} = {threshold + rounded_for + GROUP_WAIT:g}-"
+        f"{threshold + RESOLUTION + SCRAPE + PROMETHEUS_EVALUATION + rounded_for + GROUP_WAIT:g}"
+        " s"
     )
     held = [_held(s.sextant_pending, s.sextant_firing) for s in stalls]
     held_peer = [_held(s.prometheus_pending, s.prometheus_firing) for s in stalls]
     print(
-        f"  pending -> firing (`for: {for_}s`): Sextant "
+        f"  pending -> firing (`for: {for_:g}s`): Sextant "
         f"{', '.join(held)} s (evaluations every {SEXTANT_INTERVAL} s); "
         f"Prometheus {', '.join(held_peer)} s (first seen firing, "
         f"polled every ~1 s; evaluations every {PROMETHEUS_EVALUATION} s)"
@@ -424,7 +433,7 @@ def _report(args: argparse.Namespace, stalls: list[Stall], started_all: float) -
         )
     print("\nTargets")
     worst = max(ours_known) if len(ours_known) == len(ours) else None
-    print(f"  Sextant, worst of {len(stalls)}: {_seconds(worst, cap)} s <= {bound} s: "
+    print(f"  Sextant, worst of {len(stalls)}: {_seconds(worst, cap)} s <= {bound:g} s: "
           f"{verdict(worst is not None and worst <= bound)}")  # fmt: skip
     if ours_known:
         ratio = median(ours_known) / median(peers_or_cap)

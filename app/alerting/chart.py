@@ -65,7 +65,9 @@ def render_chart(
         t, v = points[0]
         draw.ellipse([x(t) - 3, y(v) - 3, x(t) + 3, y(v) + 3], fill=LINE)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    # Not `optimize=True`: it tries every filter and compression level, 4x the time of the whole
+    # chart (~30 ms instead of ~8) to save ~500 bytes of a ~3.7 KB image.
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -124,8 +124,8 @@ class EventMail:
         if not (head.isascii() and _one_line(to) and _one_line(message_id)):
             return compose(self.notice, self.sender, to, message_id)
         message = PreparedMessage(parseaddr(self.sender)[1], to, head.encode() + self.wire)
-        for name, value in self.template.items():
-            message[name] = value
+        for name, value in self.template.raw_items():
+            message.set_raw(name, value)  # as parsed once, in the template
         message["To"] = to
         message["Message-ID"] = message_id
         message.set_payload(self.template.get_payload())

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerting import repository
 from app.alerting.heartbeat import HeartbeatMemory, heartbeat_count, heartbeat_counter, silence
-from app.alerting.measure import MetricSource, PrometheusSource, per_deployment
+from app.alerting.measure import MetricSource, answers_any_promql, per_deployment
 from app.alerting.models import Alert, AlertEvent, AlertRuleOverride
 from app.alerting.pipeline import Pipeline, Route, route, windows
 from app.alerting.silences import silenced
@@ -100,7 +100,7 @@ class AlertEvaluator:
         touched: list[tuple[Alert, _Subject, AlertEvent | None]] = []
         # Heartbeat measures from the remembered last increases (app/alerting/heartbeat.py);
         # that needs the counters' own samples, which only Prometheus has.
-        incremental = isinstance(source, PrometheusSource)
+        incremental = answers_any_promql(source)
         this_round: dict[str, dict[str, float]] = {}
 
         async def heartbeats(counter: str) -> dict[str, float]:

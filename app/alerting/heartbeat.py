@@ -4,7 +4,7 @@ The catalogue's heartbeat measure (alert_rules/airflow.rules.yml) is right for P
 keeps no memory between evaluations: it looks back 30 minutes, in 10 s steps, for the last step at
 which the counter rose, with two subqueries per series. Asked every round for 1,000 deployments
 that is ~0.6 ms of Prometheus CPU per deployment and rule, 90% of an evaluation round, and its
-10 s step lets the value trail the truth by up to a step.
+10 s step puts the value off the truth by up to a step.
 
 Between two of Sextant's rounds only the last few seconds are new. So Sextant asks the catalogue's
 measure once (at start, for a deployment it has not seen, or after a gap it cannot bridge), keeps

@@ -63,8 +63,19 @@ def per_deployment(samples: Iterable[Sample], lower_is_worse: bool = False) -> F
     return FleetValues(values, unattributed)
 
 
+def answers_any_promql(source: MetricSource) -> bool:
+    """Whether `source` evaluates any PromQL over the raw series (Prometheus does).
+
+    Sources that only know the catalogue's own queries (a test's fake) say nothing, and are
+    asked exactly those.
+    """
+    return bool(getattr(source, "any_promql", False))
+
+
 class PrometheusSource:
     """Prometheus' query API as the alerting MetricSource."""
+
+    any_promql = True
 
     def __init__(self, client: PrometheusClient) -> None:
         self.client = client

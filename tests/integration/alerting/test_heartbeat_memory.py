@@ -3,8 +3,8 @@
 The evaluator asks the catalogue's 30-minute heartbeat measure once, then each round only for the
 increases since its previous round (app/alerting/heartbeat.py). Here a counter rises, stops and
 rises again, scraped every second: after the first round every round uses the small query, and
-its value follows the real silence to the scrape, where the catalogue's measure trails it by up
-to its 10 s step.
+its value follows the real silence to the scrape, where the catalogue's measure is off by up to
+its 10 s step.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ async def test_silence_follows_the_counter_with_the_small_query_after_the_first_
     source = RecordingSource(PrometheusSource(PrometheusClient(prometheus.url, timeout=5)))
     memory = HeartbeatMemory()
 
-    await beat(statsd_exporter, 4)
+    # The catalogue's measure sees a series from the first 10 s step after its first scrape.
+    await beat(statsd_exporter, 12)
     first = await silence(memory, source, COUNTER, datetime.now(UTC))
     assert source.queries == [catalogue_measure(COUNTER)]
     assert 0 <= first[DEPLOYMENT] <= 12
@@ -80,16 +81,20 @@ async def test_silence_follows_the_counter_with_the_small_query_after_the_first_
     for _ in range(8):
         await asyncio.sleep(1)
         values = await silence(memory, source, COUNTER, datetime.now(UTC))
-        # The last increase Prometheus saw is the first scrape after the last heartbeat (<= 1 s).
+        # The last increase Prometheus saw is the first scrape (every 1 s) that had the last
+        # heartbeat: on a busy machine up to ~2 s after it was sent.
         errors.append(values[DEPLOYMENT] - (time.time() - stopped))
     assert all("offset 1s)[" in query for query in source.queries[1:]), source.queries
-    assert all(-1.6 <= error <= 0.3 for error in errors), errors
+    assert all(-2.5 <= error <= 0.3 for error in errors), errors
+    # Once that scrape is in, the value grows with the clock, second for second.
+    assert max(errors[3:]) - min(errors[3:]) <= 0.5, errors
     silent = values[DEPLOYMENT]
     assert silent >= 6
 
-    # The catalogue's own measure, asked now, agrees to within its 10 s step.
+    # The catalogue's own measure, asked now, agrees to within its 10 s step (either way: its
+    # last step may be before the last increase, or see a later sample of the same value).
     full = per_deployment(await source.instant(catalogue_measure(COUNTER))).values[DEPLOYMENT]
-    assert silent - 11 <= full <= silent + 1.5
+    assert silent - 11 <= full <= silent + 11
 
     await beat(statsd_exporter, 2)
     await asyncio.sleep(1.5)
