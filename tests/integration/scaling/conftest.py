@@ -11,6 +11,9 @@ import yaml
 from tests.conftest import REPO_ROOT
 from tests.harness.components import PrometheusServer, StatsdExporter
 from tests.harness.plugin import ComponentFactory
+from tests.integration.alerting.conftest import smtp_sink
+
+__all__ = ["smtp_sink"]  # a fixture, shared with the alerting tests
 
 MAPPING = REPO_ROOT / "deploy" / "statsd" / "mappings.yml"
 
