@@ -389,7 +389,7 @@ class ScalingService:
             applied = await runtime.scale(
                 plan.view, ScaleRequest(Component.WORKERS.value, desired, victims, loads)
             )
-        except (IntegrationError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one deployment must not stop the round
             outcome.reason = Reason.APPLY_FAILED
             outcome.detail = f"{type(exc).__name__}: {exc}"
             logger.warning(

@@ -24,6 +24,7 @@ from app.alerting.dependencies import METRIC_SOURCE
 from app.alerting.measure import MetricSource
 from app.core.clock import FrozenClock
 from app.core.settings import PrometheusSettings, Settings
+from app.integrations.errors import TransientError
 from app.integrations.prometheus import RangeSeries, Sample
 from app.jobs.scheduler import scale_workers
 from app.main import create_app
@@ -43,6 +44,7 @@ class RecordingRuntime:
     name: str = "runtime"
     loads: list[WorkerLoad] = field(default_factory=list)
     scaled: list[tuple[str, ScaleRequest]] = field(default_factory=list)
+    failing: set[str] = field(default_factory=set)
 
     def render(self, deployment: DeploymentView) -> Sequence[Artifact]:
         return ()
@@ -57,6 +59,8 @@ class RecordingRuntime:
         return Applied(0)
 
     async def scale(self, deployment: DeploymentView, request: ScaleRequest) -> Applied:
+        if deployment.name in self.failing:
+            raise TransientError("runtime", f"{deployment.name} cannot be scaled now")
         self.scaled.append((deployment.name, request))
         return Applied(1, f"workers -> {request.replicas}")
 
@@ -314,3 +318,27 @@ async def test_bad_simulation_step_is_422_naming_it(
     )
     assert response.status_code == 422
     assert [d["field"] for d in response.json()["error"]["details"]] == ["step_seconds"]
+
+
+@pytest.mark.usefixtures("fleet")
+async def test_a_runtime_failure_is_recorded_and_the_others_still_scale(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    exporters: dict[str, StatsdExporter],
+    prometheus: PrometheusServer,
+    runtime: RecordingRuntime,
+) -> None:
+    runtime.failing = {"bi"}
+    load(exporters["etl"], 16, 0)
+    load(exporters["bi"], 40, 0)
+    await until_seen(prometheus, "etl", 16, 0)
+    await until_seen(prometheus, "bi", 40, 0)
+
+    await scale_workers(app.state.context, [runtime])  # type: ignore[list-item]
+
+    assert [(name, r.replicas) for name, r in runtime.scaled] == [("etl", 4)]
+    [failed] = await decisions(client, admin, "bi")
+    assert (failed["reason"], failed["desired"], failed["applied"]) == ("apply_failed", 10, False)
+    assert "bi cannot be scaled now" in failed["detail"]
+    assert await workers_of(client, admin, "bi") == 3
