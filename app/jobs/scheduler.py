@@ -101,6 +101,7 @@ async def evaluate_alerts(context: AppContext) -> None:
     now = context.clock.now()
     ttl = timedelta(seconds=max(3 * settings.alerts.interval, 30))
     started = time.perf_counter()
+    queued = 0
     try:
         async with session_scope(context.sessionmaker) as session:
             if not await leases.acquire(session, EVALUATOR_LEASE, context.instance_id, now, ttl):
@@ -111,11 +112,15 @@ async def evaluate_alerts(context: AppContext) -> None:
             )
         ALERTS_FIRING.set(report.firing)
         NOTIFICATIONS_QUEUED.inc(report.queued)
+        queued = report.queued
     except Exception:  # the scheduler must keep running whatever one round does
         JOB_FAILURES.labels("alerts").inc()
         logger.exception("alert evaluation failed")
     finally:
         JOB_DURATION.labels("alerts").observe(time.perf_counter() - started)
+    if queued:
+        # What this round queued goes out now, not up to a delivery interval later.
+        await deliver_notifications(context)
 
 
 async def deliver_notifications(context: AppContext) -> None:
