@@ -20,14 +20,16 @@ How:
    Sextant's own client (prometheus-api-client in a worker thread). Rounds: the first (alerts
    become pending), the one where they fire (~165 notifications written to the outbox), then
    steady rounds; the job's Prometheus calls are timed separately (the query phase).
-3. The floor: for each rule, a single bare `GET /api/v1/query` of exactly the expression Sextant
-   sends (the rule's measure; the whole expression for the fleet rule) over a kept-alive httpx
-   connection, body read and discarded. It returns the same vector Sextant gets, with no client
-   library, no JSON decoding and no per-deployment reduction: nothing can get that vector
-   cheaper from Prometheus' HTTP API. "Sextant's query phase" is, per rule, what the evaluator
-   does to get its per-deployment values: `PrometheusSource.instant(measure)` (HTTP, JSON,
-   samples) and `per_deployment(...)`. Bare and Sextant queries alternate, rule by rule, for
-   `--repeat` rounds; per-rule medians are summed.
+3. The floor: for each rule, a single bare `GET /api/v1/query` of the catalogue's own query
+   for the rule's vector (its measure; the whole expression for the fleet rule) over a
+   kept-alive connection of a minimal client, body read and discarded: the same vector Sextant
+   gets, with no client library, no JSON decoding and no per-deployment reduction. Beside it,
+   the same for exactly what Sextant sends in a steady round: for the heartbeat rules only the
+   increases since its previous round (app/alerting/heartbeat.py), nothing for the fleet rule
+   (counted from the scheduler heartbeat's values). "Sextant's query phase" is, per rule, what
+   the evaluator does to get its per-deployment values: `PrometheusSource.instant(query)`
+   (HTTP, JSON, samples) and the reduction (`per_deployment(...)` or the heartbeat memory).
+   Bare and Sextant queries alternate, rule by rule, for `--repeat` rounds; medians summed.
 4. Per-deployment: each rule's full expression (with its threshold, as a Prometheus alerting
    rule is written) with `deployment="<name>"` injected into every selector (Sextant's PromQL
    parser finds them), one HTTP query per (rule, deployment), over a kept-alive httpx

@@ -12,14 +12,16 @@ process, one file per accepted message and a line per EHLO, so sessions can be c
 outbox is filled the way production fills it: 100 deployments in 10 workspaces, each with 5
 deployment recipients and 5 workspace recipients, a stalled scheduler in each (a metric source
 that answers the rule's measure with 120 s: `tests/fakes/metrics.py`, which also gives the
-chart's hour of points), the real `evaluate_alerts` job twice (pending, then firing after the
-rule's `for`): 100 alerts x 10 recipients = 1,000 notifications, each a multipart e-mail with its
-PNG chart (about 20 KB). Then, one after the other, each checked against the sink (1,000 files,
-1,000 distinct Message-IDs, exactly the outbox's):
+chart's hour of points), the real `evaluate_alerts` job without its immediate delivery (twice:
+pending, then firing after the rule's `for`, if it has one): 100 alerts x 10 recipients =
+1,000 notifications, each a multipart e-mail with its PNG chart (about 7 KB). Then, one after
+the other, each checked against the sink (1,000 files, 1,000 distinct Message-IDs, exactly the
+outbox's):
 
-    Sextant, full path   the real `deliver_notifications` job, back to back until the outbox is
-                         empty (batches of `delivery_batch` = 200): claim, check recipients,
-                         compose (chart included), send, commit each verdict; SQLite by default
+    Sextant, full path   the real `deliver_notifications` job until the outbox is empty (it takes
+                         batches of `delivery_batch` = 200 while they come back full): claim,
+                         check recipients, compose each event once (chart included) and address
+                         it per recipient, send, group-commit the verdicts; SQLite by default
                          (the embedded database, durable commits), `--database postgres` for the
                          harness' PostgreSQL (fsync off, as in the tests)
     Sextant, Mailer      `Mailer.send_many` with the default concurrency (4), the same 1,000
