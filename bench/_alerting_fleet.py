@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.observability import promql
+from app.alerting.measure import for_deployment
 
 SCRAPE = 15  # seconds between two samples of a series
 LONG_HISTORY = 35 * 60  # heartbeats and task counters: the rules look back 30 min
@@ -184,23 +184,6 @@ def _deployment(
 
 
 def inject_deployment(expr: str, deployment: str) -> str:
-    """`expr` with `deployment="<deployment>"` added to every series selector.
-
-    What a per-deployment rule (one Prometheus rule, or one KEDA query, per deployment) looks
-    like: the same expression restricted to one deployment's series. Selectors are found with
-    Sextant's own PromQL parser, so function names, `by (...)` lists and label values are never
-    touched.
-    """
-    matcher = f'deployment="{deployment}"'
-    text = expr
-    for selector in sorted(promql.selectors(promql.parse(expr)), key=lambda s: -s.start):
-        position = selector.start
-        if selector.name is not None:
-            position += len(selector.name)
-        rest = text[position:]
-        if rest.lstrip().startswith("{"):
-            brace = position + (len(rest) - len(rest.lstrip()))
-            text = f"{text[: brace + 1]}{matcher},{text[brace + 1 :]}"
-        else:
-            text = f"{text[:position]}{{{matcher}}}{text[position:]}"
-    return text
+    """`expr` restricted to one deployment's series: what a per-deployment rule (one Prometheus
+    rule, or one KEDA query, per deployment) looks like (Sextant's own `for_deployment`)."""
+    return for_deployment(expr, deployment)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.integrations.prometheus import PrometheusClient, RangeSeries, Sample
+from app.observability import promql
 
 
 class MetricSource(Protocol):
@@ -61,6 +62,29 @@ def per_deployment(samples: Iterable[Sample], lower_is_worse: bool = False) -> F
         else:
             values[deployment] = max(current, sample.value)
     return FleetValues(values, unattributed)
+
+
+def for_deployment(expr: str, deployment: str) -> str:
+    """`expr` with `deployment="<deployment>"` added to every series selector.
+
+    The same expression restricted to one deployment's series, so that Prometheus reads only
+    those (an `and on (deployment)` filter outside would evaluate the whole fleet first).
+    Selectors are found with Sextant's own PromQL parser, so function names, `by (...)` lists
+    and label values are never touched.
+    """
+    matcher = f'deployment="{deployment}"'
+    text = expr
+    for selector in sorted(promql.selectors(promql.parse(expr)), key=lambda s: -s.start):
+        position = selector.start
+        if selector.name is not None:
+            position += len(selector.name)
+        rest = text[position:]
+        if rest.lstrip().startswith("{"):
+            brace = position + (len(rest) - len(rest.lstrip()))
+            text = f"{text[: brace + 1]}{matcher},{text[brace + 1 :]}"
+        else:
+            text = f"{text[:position]}{{{matcher}}}{text[position:]}"
+    return text
 
 
 def answers_any_promql(source: MetricSource) -> bool:

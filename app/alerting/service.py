@@ -15,7 +15,7 @@ from app.alerting import repository
 from app.alerting.chart import render_chart
 from app.alerting.email import EventMail, Notice, compose, compose_once, render_template
 from app.alerting.evaluator import MONITORING_RULE, to_override
-from app.alerting.measure import MetricSource
+from app.alerting.measure import MetricSource, for_deployment
 from app.alerting.models import Alert, AlertEvent, AlertRuleOverride, Notification, Silence
 from app.alerting.pipeline import Pipeline, route, windows
 from app.alerting.schemas import (
@@ -675,11 +675,8 @@ def _dashboard_uid(workspace: str) -> str:
 async def _chart(
     source: MetricSource, measure: str, deployment: str, threshold: float | None, at: datetime
 ) -> bytes | None:
-    # Keep only this deployment's series without rewriting the rule's PromQL.
-    expr = (
-        f'({measure}) and on (deployment) label_replace(vector(1), "deployment", '
-        f'"{deployment}", "", "")'
-    )
+    # Only this deployment's series are read (not the fleet's, filtered afterwards).
+    expr = for_deployment(measure, deployment)
     end = at.timestamp()
     try:
         series = await source.range(expr, end - CHART_WINDOW.total_seconds(), end, 60)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from app.alerting.measure import per_deployment
+from app.alerting.measure import for_deployment, per_deployment
 from app.integrations.prometheus import Sample
 
 
@@ -32,3 +32,16 @@ def test_series_without_a_deployment_are_counted_not_used() -> None:
     result = per_deployment([s(1, job="x"), s(4, deployment="a")])
     assert result.values == {"a": 4}
     assert result.unattributed == 1
+
+
+def test_a_measure_for_one_deployment_restricts_every_selector_and_nothing_else() -> None:
+    measure = (
+        "min by (workspace, deployment) ((time() - max_over_time(timestamp(hb > hb offset 10s)"
+        '[30m:10s]) or time() - min_over_time(timestamp(hb{job="airflow"})[30m:10s])) and hb)'
+    )
+    assert for_deployment(measure, "etl-prod") == (
+        "min by (workspace, deployment) ((time() - max_over_time(timestamp("
+        'hb{deployment="etl-prod"} > hb{deployment="etl-prod"} offset 10s)[30m:10s]) or '
+        "time() - min_over_time(timestamp("
+        'hb{deployment="etl-prod",job="airflow"})[30m:10s])) and hb{deployment="etl-prod"})'
+    )
