@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from urllib.parse import urlsplit
 
@@ -229,7 +229,9 @@ def build_scheduler(context: AppContext, targets: Sequence[Target]) -> AsyncIOSc
         timezone="UTC",
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
     )
-    soon = context.clock.now() + timedelta(milliseconds=10)
+    # APScheduler keeps its own wall-clock time: a first run time from an injected clock that
+    # lags it (a test's frozen clock) would make it step through every interval in between.
+    soon = datetime.now(UTC) + timedelta(milliseconds=10)
 
     async def heartbeat() -> None:
         now = context.clock.now()
