@@ -78,7 +78,12 @@ from app.alerting.heartbeat import (
     increases_query,
     silence,
 )
-from app.alerting.measure import MetricSource, answers_any_promql, per_deployment
+from app.alerting.measure import (
+    MetricSource,
+    answers_any_promql,
+    per_deployment,
+    source_identity,
+)
 from app.alerting.models import Alert, Notification
 from app.core.clock import FrozenClock
 from app.core.context import AppContext
@@ -125,6 +130,7 @@ class TimedSource:
     def __init__(self, inner: MetricSource) -> None:
         self.inner = inner
         self.any_promql = answers_any_promql(inner)
+        self.identity = source_identity(inner)
         self.calls: list[tuple[str, float]] = []
 
     async def instant(self, expr: str) -> Sequence[Sample]:

@@ -23,7 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerting import repository
 from app.alerting.heartbeat import HeartbeatMemory, heartbeat_count, heartbeat_counter, silence
-from app.alerting.measure import MetricSource, answers_any_promql, per_deployment
+from app.alerting.measure import (
+    MetricSource,
+    answers_any_promql,
+    per_deployment,
+    source_identity,
+)
 from app.alerting.models import Alert, AlertEvent, AlertRuleOverride
 from app.alerting.pipeline import Pipeline, Route, route, windows
 from app.alerting.silences import silenced
@@ -80,7 +85,7 @@ class _Subject:
 
 class AlertEvaluator:
     def __init__(self) -> None:
-        self.heartbeats: dict[str, HeartbeatMemory] = {}
+        self.heartbeats: dict[tuple[str, str], HeartbeatMemory] = {}
 
     async def evaluate(
         self,
@@ -105,7 +110,9 @@ class AlertEvaluator:
 
         async def heartbeats(counter: str) -> dict[str, float]:
             if counter not in this_round:
-                memory = self.heartbeats.setdefault(counter, HeartbeatMemory())
+                # Remembered per Prometheus: another one's counters are other data.
+                key = (source_identity(source), counter)
+                memory = self.heartbeats.setdefault(key, HeartbeatMemory())
                 this_round[counter] = await silence(memory, source, counter, now)
             return this_round[counter]
 

@@ -87,6 +87,11 @@ def for_deployment(expr: str, deployment: str) -> str:
     return text
 
 
+def source_identity(source: MetricSource) -> str:
+    """Which data `source` answers from (Prometheus' URL), for what is remembered about it."""
+    return str(getattr(source, "identity", None) or f"source-{id(source)}")
+
+
 def answers_any_promql(source: MetricSource) -> bool:
     """Whether `source` evaluates any PromQL over the raw series (Prometheus does).
 
@@ -103,6 +108,7 @@ class PrometheusSource:
 
     def __init__(self, client: PrometheusClient) -> None:
         self.client = client
+        self.identity = client.url
 
     async def instant(self, expr: str) -> Sequence[Sample]:
         """The instant vector of `expr` now."""

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import math
 
-from app.alerting.measure import for_deployment, per_deployment
-from app.integrations.prometheus import Sample
+from app.alerting.measure import (
+    PrometheusSource,
+    answers_any_promql,
+    for_deployment,
+    per_deployment,
+    source_identity,
+)
+from app.integrations.prometheus import PrometheusClient, Sample
+from tests.fakes.metrics import FakeMetricSource
 
 
 def s(value: float, **labels: str) -> Sample:
@@ -45,3 +52,15 @@ def test_a_measure_for_one_deployment_restricts_every_selector_and_nothing_else(
         "time() - min_over_time(timestamp("
         'hb{deployment="etl-prod",job="airflow"})[30m:10s])) and hb{deployment="etl-prod"})'
     )
+
+
+def test_what_is_remembered_about_a_source_is_keyed_by_the_prometheus_it_asks() -> None:
+    first = PrometheusSource(PrometheusClient("http://prometheus-a:9090/"))
+    again = PrometheusSource(PrometheusClient("http://prometheus-a:9090"))
+    other = PrometheusSource(PrometheusClient("http://prometheus-b:9090"))
+    assert source_identity(first) == source_identity(again) == "http://prometheus-a:9090"
+    assert source_identity(other) != source_identity(first)
+    assert answers_any_promql(first)
+    fake = FakeMetricSource()
+    assert source_identity(fake) != source_identity(FakeMetricSource())
+    assert not answers_any_promql(fake)
