@@ -813,9 +813,14 @@ class LocalRuntime:
             active = await flower_active_tasks(url)
         except IntegrationError:
             return []
+        # Flower still lists a worker that left (or is leaving); only the running ones count.
+        state = _read_json(self.home(deployment.name) / "runtime.json")
+        specs = specs_from_json(state.get("specs") or []) if isinstance(state, dict) else []
+        current = {s.name for s in specs if s.component == Component.WORKERS.value}
         loads = [
             WorkerLoad(worker=worker.split("@", 1)[0], running_tasks=count)
             for worker, count in active.items()
+            if worker.split("@", 1)[0] in current
         ]
         return sorted(loads, key=lambda w: w.worker)
 
