@@ -1,0 +1,75 @@
+"""The policy the loop uses: the stored one within the deployment's bounds, and its window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.deployments.models import Deployment
+from app.scaling.models import ScalingPolicy
+from app.scaling.policy import LimitKind, Recommendation, compress
+from app.scaling.service import _window_moved, effective_policy
+
+T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+def deployment(low: int = 1, high: int = 10, concurrency: int = 16) -> Deployment:
+    return Deployment(min_workers=low, max_workers=high, worker_concurrency=concurrency)
+
+
+def test_without_a_policy_the_deployment_decides() -> None:
+    policy = effective_policy(None, deployment(2, 8, 4))
+    assert (policy.min_workers, policy.max_workers, policy.tasks_per_worker) == (2, 8, 4)
+
+
+def test_a_policy_sets_its_own_numbers() -> None:
+    row = ScalingPolicy(min_workers=3, max_workers=5, tasks_per_worker=6, scale_up_limit=50,
+                        scale_up_limit_kind="percent", scale_down_window_seconds=60)  # fmt: skip
+    policy = effective_policy(row, deployment())
+    assert (policy.min_workers, policy.max_workers, policy.tasks_per_worker) == (3, 5, 6)
+    assert (policy.up_limit, policy.up_limit_kind) == (50, LimitKind.PERCENT)
+    assert policy.down_window == timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("stored", "bounds", "expected"),
+    [
+        ((3, 9), (1, 6), (3, 6)),  # the deployment's maximum went down below the policy's
+        ((3, 9), (5, 10), (5, 9)),  # its minimum went up above the policy's
+        ((3, 4), (6, 10), (6, 6)),  # the whole policy is below the new bounds
+        ((7, 9), (1, 5), (5, 5)),  # ... or above them
+    ],
+)
+def test_the_deployments_bounds_win_when_they_moved(
+    stored: tuple[int, int], bounds: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    row = ScalingPolicy(min_workers=stored[0], max_workers=stored[1], scale_up_limit=4,
+                        scale_up_limit_kind="pods", scale_down_window_seconds=300)  # fmt: skip
+    policy = effective_policy(row, deployment(*bounds))
+    assert (policy.min_workers, policy.max_workers) == expected
+
+
+def test_compressing_the_window_keeps_every_future_maximum() -> None:
+    window = [Recommendation(T0 + timedelta(seconds=10 * i), w) for i, w in
+              enumerate([3, 9, 4, 4, 7, 2, 2])]  # fmt: skip
+    kept = compress(window)
+    assert [(int((r.at - T0).total_seconds()), r.workers) for r in kept] == [
+        (10, 9), (40, 7), (60, 2),
+    ]  # fmt: skip
+    for now in range(0, 400, 5):
+        cut = T0 + timedelta(seconds=now)
+        full = [r.workers for r in window if r.at >= cut]
+        short = [r.workers for r in kept if r.at >= cut]
+        assert max(full, default=None) == max(short, default=None)
+
+
+def test_the_stored_window_is_rewritten_when_values_move_or_it_is_a_minute_old() -> None:
+    now = T0.timestamp()
+    stored = [[now - 30, 5], [now - 10, 3]]
+    assert not _window_moved(stored, [[now - 30, 5], [now, 3]], T0)
+    assert _window_moved(stored, [[now - 30, 5], [now, 4]], T0)
+    assert _window_moved(stored, [[now, 3]], T0)
+    old = [[now - 30, 5], [now - 60, 3]]
+    assert _window_moved(old, [[now - 30, 5], [now, 3]], T0)
+    assert _window_moved([], [[now, 3]], T0)
