@@ -15,36 +15,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.core.clock import SystemClock
-from app.core.security import Role
 from app.core.settings import (
-    DatabaseSettings,
-    PrometheusSettings,
-    ProvisioningSettings,
-    Runtime,
     ScalingSettings,
-    SchedulerSettings,
-    Settings,
 )
 from app.integrations.airflow import AirflowApi
-from app.main import create_app
-from app.runtime.local import LocalRuntime
-from app.tokens.service import CLI_PRINCIPAL, tokens
-from tests.e2e.test_local_deployment import file_sd_dir, prometheus
 from tests.harness.components import PrometheusServer
-from tests.integration.runtime._local import local_settings, require_local_runtime, state_dir, until
+from tests.integration.runtime._local import runtime_of, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-__all__ = ["file_sd_dir", "prometheus", "state_dir"]  # fixtures, imported for this module
 
 WORKSPACE = "data-eng"
 DEPLOYMENT = "e2e-scaling"
@@ -73,54 +58,15 @@ with DAG(
 
 
 @pytest.fixture
-async def sextant(
-    postgres_url: str, prometheus: PrometheusServer, file_sd_dir: Path, state_dir: Path
-) -> AsyncIterator[FastAPI]:
-    local = local_settings(state_dir)
-    require_local_runtime(local)
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        runtime=Runtime.LOCAL,
-        database=DatabaseSettings(url=postgres_url),
-        prometheus=PrometheusSettings(url=prometheus.url, file_sd_dir=file_sd_dir),
-        provisioning=ProvisioningSettings(interval=1, backoff=[1, 2, 5]),
-        scheduler=SchedulerSettings(heartbeat_interval=0.5),
-        scaling=ScalingSettings(interval=INTERVAL),
-        local=local,
-    )
-    app = create_app(settings, SystemClock())
-    try:
-        async with app.router.lifespan_context(app):
-            yield app
-    finally:
-        runtime = app.state.targets[0]
-        assert isinstance(runtime, LocalRuntime)
-        await runtime.shutdown()
-
-
-@pytest.fixture
-async def client(sextant: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with sextant.state.context.sessionmaker() as session:
-        created = await tokens.create(
-            session, CLI_PRINCIPAL, name="e2e", role=Role.SYSTEM_ADMIN,
-            workspace_name=None, deployment_name=None,
-        )  # fmt: skip
-        await session.commit()
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=sextant),
-        base_url="http://sextant.test",
-        headers={"Authorization": f"Bearer {created.token}"},
-        timeout=30,
-    ) as c:
-        yield c
+def scaling_settings() -> ScalingSettings:
+    return ScalingSettings(interval=INTERVAL)
 
 
 async def test_a_burst_scales_workers_up_and_back_down_without_killing_a_task(
     client: httpx.AsyncClient, sextant: FastAPI, prometheus: PrometheusServer
 ) -> None:
     started = time.monotonic()
-    runtime = sextant.state.targets[0]
-    assert isinstance(runtime, LocalRuntime)
+    runtime = runtime_of(sextant)
     runtime.dags_folder(DEPLOYMENT).mkdir(parents=True)
     (runtime.dags_folder(DEPLOYMENT) / f"{DAG_ID}.py").write_text(DAG)
 

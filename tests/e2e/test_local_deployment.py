@@ -15,113 +15,29 @@ Slow by nature (Airflow starts in 20-60 s on two cores); about 1-2 minutes in al
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from fastapi import FastAPI
 
-from app.core.clock import SystemClock
-from app.core.security import Role
-from app.core.settings import (
-    DatabaseSettings,
-    PrometheusSettings,
-    ProvisioningSettings,
-    Runtime,
-    SchedulerSettings,
-    Settings,
-)
 from app.integrations.airflow import AirflowApi
-from app.main import create_app
-from app.observability.prometheus_target import file_sd_name, file_sd_scrape_config
-from app.runtime.local import LocalRuntime, database_name
-from app.tokens.service import CLI_PRINCIPAL, tokens
+from app.observability.prometheus_target import file_sd_name
+from app.runtime.local import database_name
 from tests.harness.components import PrometheusServer
 from tests.integration.runtime._local import (
     E2E_DAG,
     E2E_DAG_ID,
-    local_settings,
     pids_alive,
-    require_local_runtime,
-    state_dir,
+    runtime_of,
     unit_pids,
     until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-__all__ = ["state_dir"]  # a fixture, imported for this module
 
 WORKSPACE = "data-eng"
 DEPLOYMENT = "e2e-local"
-
-
-@pytest.fixture
-def file_sd_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "file_sd"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def prometheus(
-    prometheus_factory: Callable[..., PrometheusServer], file_sd_dir: Path
-) -> PrometheusServer:
-    """A Prometheus scraping whatever file_sd files Sextant writes, every second."""
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [file_sd_scrape_config(file_sd_dir)],
-    }
-    return prometheus_factory(config=yaml.safe_dump(config, sort_keys=False))
-
-
-@pytest.fixture
-async def sextant(
-    postgres_url: str, prometheus: PrometheusServer, file_sd_dir: Path, state_dir: Path
-) -> AsyncIterator[FastAPI]:
-    """Sextant with the local runtime and its periodic jobs, every second."""
-    local = local_settings(state_dir)
-    require_local_runtime(local)
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        runtime=Runtime.LOCAL,
-        database=DatabaseSettings(url=postgres_url),
-        prometheus=PrometheusSettings(url=prometheus.url, file_sd_dir=file_sd_dir),
-        provisioning=ProvisioningSettings(interval=1, backoff=[1, 2, 5]),
-        scheduler=SchedulerSettings(heartbeat_interval=0.5),
-        local=local,
-    )
-    app = create_app(settings, SystemClock())
-    try:
-        async with app.router.lifespan_context(app):
-            yield app
-    finally:
-        # Whatever the test did, no process outlives it.
-        await runtime_of(app).shutdown()
-
-
-def runtime_of(app: FastAPI) -> LocalRuntime:
-    runtime = app.state.targets[0]
-    assert isinstance(runtime, LocalRuntime)
-    return runtime
-
-
-@pytest.fixture
-async def client(sextant: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with sextant.state.context.sessionmaker() as session:
-        created = await tokens.create(
-            session, CLI_PRINCIPAL, name="e2e", role=Role.SYSTEM_ADMIN,
-            workspace_name=None, deployment_name=None,
-        )  # fmt: skip
-        await session.commit()
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=sextant),
-        base_url="http://sextant.test",
-        headers={"Authorization": f"Bearer {created.token}"},
-        timeout=30,
-    ) as c:
-        yield c
 
 
 async def test_a_local_deployment_runs_a_dag_and_is_deleted_cleanly(

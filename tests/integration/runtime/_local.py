@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from fastapi import FastAPI
 
 from app.core.settings import LocalSettings
 from app.runtime.local import LocalRuntime
@@ -133,6 +134,13 @@ def pids_alive(pids: list[int]) -> list[int]:
             continue
         alive.append(pid)
     return alive
+
+
+def runtime_of(app: FastAPI) -> LocalRuntime:
+    """The local runtime an app runs deployments with."""
+    runtime = app.state.targets[0]
+    assert isinstance(runtime, LocalRuntime)
+    return runtime
 
 
 def unit_pids(runtime: LocalRuntime, deployment: str) -> list[int]:
