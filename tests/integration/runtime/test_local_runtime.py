@@ -231,7 +231,9 @@ async def test_workers_scale_up_and_down_without_killing_a_running_task(
     assert state["value"] == "success"
 
     async def victim_gone() -> bool:
-        return pids_alive([victim_pid]) == []
+        # Gone means the process has exited and the supervisor has cleaned up after it (its
+        # pool children reaped, the unit forgotten); the second lags the first by up to 3 s.
+        return pids_alive([victim_pid]) == [] and runtime.supervisor.unit("delta", victim) is None
 
     await until(victim_gone, 30, "the leaving worker to exit after its task")
     # It left through Celery's warm shutdown, not by being killed after the grace period.
