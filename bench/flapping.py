@@ -13,8 +13,8 @@ the same for every model, so only the decisions differ). The autoscalers see que
 
   Sextant   every 10 s, through Prometheus (the value of up to one 15 s scrape ago), default
             policy: ceil(load / tasks_per_worker) in [1, 10], +4 workers per decision at most,
-            down only to the highest recommendation of the last 300 s; fail-static never fires
-            here (the trace has no gaps).
+            down only to the highest recommendation of the last 300 s (`--down-window`, the
+            policy's `scale_down_window_seconds`); fail-static never fires here (no gaps).
   HPA       defaults (kubernetes pkg/apis/autoscaling/v2/defaults.go, peers.md A3): 15 s sync,
             tolerance 0.1 on current/target, scale-up max(100 %, 4 pods) per 15 s, scale-down
             300 s stabilization then 100 % per 15 s; AverageValue target = tasks_per_worker; the
@@ -24,11 +24,13 @@ the same for every model, so only the decisions differ). The autoscalers see que
             target 1, minReplicaCount 0, maxReplicaCount 10, pollingInterval 5 s for 0 <-> 1
             (cooldownPeriod 30 s to go to 0), the HPA above for 1 <-> N (`advanced: {}`).
 
-Printed per trace and model: replica changes (times the replica count changed), true level
-shifts, changes per shift (target for Sextant <= 1.5), and the p95 time a task waited for a
-slot (target: Sextant no worse than either peer).
+Printed per trace, seed and model: replica changes per true level shift (target for Sextant
+<= 1.5), the p95 time a task waited for a slot (target: Sextant no worse than either peer) and
+worker-minutes; with one seed, also each model's replica changes and longest wait. A seed draws
+the levels, the arrivals and the bursts; the targets are met only if met on every seed.
 
-Run: `uv run python -m bench.flapping [--minutes 120] [--seed 6]` (a few seconds, no servers).
+Run: `uv run python -m bench.flapping [--minutes 120] [--seed 1 2 ...] [--down-window 300]`
+(about 1 s per seed, no servers; seeds 1 to 10 by default).
 """
 
 from __future__ import annotations
@@ -120,8 +122,10 @@ def _poisson(rng: random.Random, mean: float) -> int:
 Scaler = Callable[[int, Callable[[int], float], int], int]
 
 
-def sextant() -> Scaler:
-    policy = Policy(MIN_WORKERS, MAX_WORKERS, PER_WORKER)
+def sextant(down_window: int = 300) -> Scaler:
+    policy = Policy(
+        MIN_WORKERS, MAX_WORKERS, PER_WORKER, down_window=timedelta(seconds=down_window)
+    )
     history: tuple[Recommendation, ...] = ()
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -259,56 +263,101 @@ def simulate(trace: Trace, scaler: Scaler, start: int) -> Outcome:
     return Outcome(changes, waits, worker_seconds / 60)
 
 
+@dataclass(frozen=True, slots=True)
+class SeedResult:
+    seed: int
+    trace: Trace
+    outcomes: dict[str, Outcome]
+
+    def per_shift(self, model: str) -> float:
+        return self.outcomes[model].changes / self.trace.shifts
+
+    def p95(self, model: str) -> float:
+        return p95(self.outcomes[model].waits)
+
+    @property
+    def changes_ok(self) -> bool:
+        return self.per_shift(SEXTANT) <= TARGET_CHANGES_PER_SHIFT
+
+    @property
+    def waits_ok(self) -> bool:
+        return all(self.p95(SEXTANT) <= self.p95(model) for model in MODELS)
+
+
+SEXTANT, HPA, KEDA = "Sextant", "HPA default", "KEDA chart default"
+MODELS = (SEXTANT, HPA, KEDA)
+
+
+def run(make: Callable[[int, random.Random], Trace], minutes: int, seed: int,
+        down_window: int) -> SeedResult:  # fmt: skip
+    """One trace of one seed through the three models."""
+    trace = make(minutes, random.Random(seed))
+    scalers = {SEXTANT: (sextant(down_window), MIN_WORKERS), HPA: (hpa(), MIN_WORKERS),
+               KEDA: (keda(), 0)}  # fmt: skip
+    outcomes = {name: simulate(trace, scaler, start) for name, (scaler, start) in scalers.items()}
+    return SeedResult(seed, trace, outcomes)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=int, default=120)
-    parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--seed", type=int, nargs="+", default=list(range(1, 11)))
+    parser.add_argument(
+        "--down-window", type=int, default=300, help="Sextant's scale-down window, seconds"
+    )
     args = parser.parse_args(argv)
     print(
         f"flapping: {args.minutes} min per trace, levels shift every {LEVEL_SECONDS // 60} min, "
         f"{PER_WORKER} tasks per worker, workers in [{MIN_WORKERS}, {MAX_WORKERS}] "
-        f"(KEDA [0, {MAX_WORKERS}]), worker start-up {STARTUP} s, seed {args.seed}"
+        f"(KEDA [0, {MAX_WORKERS}]), worker start-up {STARTUP} s, Sextant's down window "
+        f"{args.down_window} s, seeds {' '.join(map(str, args.seed))}"
     )
     ok = True
     for make in (sawtooth, bursty):
-        trace = make(args.minutes, random.Random(args.seed))
-        rows, results = [], {}
-        for name, scaler, start in (
-            ("Sextant", sextant(), MIN_WORKERS), ("HPA default", hpa(), MIN_WORKERS),
-            ("KEDA chart default", keda(), 0),
-        ):  # fmt: skip
-            outcome = simulate(trace, scaler, start)
-            results[name] = outcome
-            rows.append([
-                name, outcome.changes, trace.shifts, outcome.changes / trace.shifts,
-                p95(outcome.waits), max(outcome.waits), outcome.worker_minutes,
-            ])  # fmt: skip
-        print(f"\n{trace.name}: {len(trace.tasks):,} tasks, levels {trace.levels}")
+        results = [run(make, args.minutes, seed, args.down_window) for seed in args.seed]
+        print(f"\n{make.__name__}:")
+        if len(results) == 1:
+            print(_detail(results[0]))
+        print(_per_seed(results))
+        changes_ok = sum(r.changes_ok for r in results)
+        waits_ok = sum(r.waits_ok for r in results)
+        mean = sum(r.per_shift(SEXTANT) for r in results) / len(results)
         print(
-            table(
-                [
-                    "model",
-                    "changes",
-                    "shifts",
-                    "per shift",
-                    "p95 wait s",
-                    "max wait s",
-                    "worker-min",
-                ],
-                rows,
-            )
+            f"Sextant changes per level shift <= {TARGET_CHANGES_PER_SHIFT} on {changes_ok} of "
+            f"{len(results)} seeds (mean {mean:.2f}): {verdict(changes_ok == len(results))}; "
+            f"p95 wait no worse than HPA and KEDA on {waits_ok} of {len(results)} seeds: "
+            f"{verdict(waits_ok == len(results))}"
         )
-        ours = results["Sextant"]
-        per_shift = ours.changes / trace.shifts
-        waits_ok = all(p95(ours.waits) <= p95(o.waits) for o in results.values())
-        print(
-            f"Sextant changes per level shift {per_shift:.2f} (target <= "
-            f"{TARGET_CHANGES_PER_SHIFT}): {verdict(per_shift <= TARGET_CHANGES_PER_SHIFT)}; "
-            f"p95 wait {p95(ours.waits):.0f} s vs HPA {p95(results['HPA default'].waits):.0f} s,"
-            f" KEDA {p95(results['KEDA chart default'].waits):.0f} s: {verdict(waits_ok)}"
-        )
-        ok = ok and per_shift <= TARGET_CHANGES_PER_SHIFT and waits_ok
+        ok = ok and changes_ok == waits_ok == len(results)
     return 0 if ok else 1
+
+
+def _detail(result: SeedResult) -> str:
+    trace = result.trace
+    rows = [
+        [name, outcome.changes, trace.shifts, outcome.changes / trace.shifts, p95(outcome.waits),
+         max(outcome.waits), outcome.worker_minutes]
+        for name, outcome in result.outcomes.items()
+    ]  # fmt: skip
+    headers = ["model", "changes", "shifts", "per shift", "p95 wait s", "max wait s",
+               "worker-min"]  # fmt: skip
+    return f"seed {result.seed}: {len(trace.tasks):,} tasks, levels {trace.levels}\n" + table(
+        headers, rows
+    )
+
+
+def _per_seed(results: list[SeedResult]) -> str:
+    rows = [
+        [r.seed, " ".join(map(str, r.trace.levels)),
+         *(r.per_shift(m) for m in MODELS), *(r.p95(m) for m in MODELS),
+         *(r.outcomes[m].worker_minutes for m in MODELS),
+         verdict(r.changes_ok), verdict(r.waits_ok)]
+        for r in results
+    ]  # fmt: skip
+    headers = ["seed", "levels", "S/shift", "H/shift", "K/shift", "S p95 s", "H p95 s",
+               "K p95 s", "S w-min", "H w-min", "K w-min", "changes", "wait"]  # fmt: skip
+    legend = "  (S Sextant, H HPA default, K KEDA chart default; p95 wait for a slot)"
+    return table(headers, rows) + "\n" + legend
 
 
 if __name__ == "__main__":
