@@ -14,6 +14,8 @@
 # to break the Celery provider when left unpinned: celery 5.7 ("cannot load executor").
 # The postgres extra brings psycopg2 and asyncpg (Airflow 3 also opens an async engine on the
 # metadata DB), needed for the PostgreSQL metadata database of the CeleryExecutor setup.
+# The elasticsearch extra is the remote-logging provider; its client stays below 9, which
+# refuses to talk to an Elasticsearch 8 cluster.
 set -euo pipefail
 
 VERSION="${1:-${AIRFLOW_VERSION:-3.3.2}}"
@@ -22,7 +24,7 @@ TOOLS_DIR="${SEXTANT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sextant}"
 VENV="$TOOLS_DIR/airflow-$VERSION"
 CONSTRAINTS_URL="https://raw.githubusercontent.com/apache/airflow/constraints-${VERSION}/constraints-${PYTHON}.txt"
 
-if [ -x "$VENV/bin/airflow" ] && "$VENV/bin/python" -c "import airflow, asyncpg, psycopg2, statsd, sys; sys.exit(airflow.__version__ != '$VERSION')" 2>/dev/null; then
+if [ -x "$VENV/bin/airflow" ] && "$VENV/bin/python" -c "import airflow, airflow.providers.elasticsearch, asyncpg, psycopg2, statsd, sys; sys.exit(airflow.__version__ != '$VERSION')" 2>/dev/null; then
     echo "airflow $VERSION already installed in $VENV" >&2
     echo "$VENV"
     exit 0
@@ -47,7 +49,8 @@ else
 fi
 
 uv pip install --quiet --python "$VENV/bin/python" "${extra[@]}" \
-    "apache-airflow[celery,postgres,statsd]==$VERSION" "celery[redis]<5.7" >&2
+    "apache-airflow[celery,elasticsearch,postgres,statsd]==$VERSION" "celery[redis]<5.7" \
+    "elasticsearch<9" >&2
 
 "$VENV/bin/python" -c "import airflow; print('installed airflow', airflow.__version__)" >&2
 echo "$VENV"

@@ -94,6 +94,14 @@ class AirflowApi:
         answer = await self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
         return str(answer["state"])
 
+    async def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1
+    ) -> list[Any]:
+        """A task try's log as the api-server serves it (the `content` of its answer)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        answer = await self._call("GET", path + "?full_content=true")
+        return list(answer.get("content") or [])
+
 
 async def flower_active_tasks(base_url: str, timeout: float = 10.0) -> dict[str, int]:
     """Tasks each Celery worker (`name@host`) has taken and not finished, as Flower knows it.

@@ -366,31 +366,43 @@ class ElasticsearchClient:
         documents: Iterable[Mapping[str, Any]],
         *,
         refresh: bool = False,
+        ids: Sequence[str] | None = None,
     ) -> int:
-        """Append documents to `data_stream` (bulk `create`, as data streams require)."""
+        """Append documents to `data_stream` (bulk `create`, as data streams require).
+
+        The target must be a data stream (or one its index template creates): a missing
+        template fails the request instead of creating a plain index of that name. With `ids`,
+        each document gets that `_id`, and one already there (409) counts as written, so a
+        batch sent twice (a retry after a lost answer) is not stored twice.
+        """
         _check_name(data_stream)
         operations: list[Mapping[str, Any]] = []
-        for document in documents:
-            operations += [{"create": {"_index": data_stream}}, document]
+        for n, document in enumerate(documents):
+            action: dict[str, Any] = {"_index": data_stream}
+            if ids is not None:
+                action["_id"] = ids[n]
+            operations += [{"create": action}, document]
         if not operations:
             return 0
         response = await self._call(
             f"indexing into {data_stream}",
-            self._client.bulk(operations=operations, refresh=refresh),
+            self._client.bulk(operations=operations, refresh=refresh, require_data_stream=True),
         )
         if response.body.get("errors"):
             failed = [
                 item["create"]
                 for item in response.body.get("items", [])
                 if "error" in item.get("create", {})
+                and not (ids is not None and item["create"].get("status") == 409)
             ]
-            first = failed[0]
-            raise for_status(
-                UPSTREAM,
-                int(first.get("status", 400)),
-                f"indexing into {data_stream}: {len(failed)} of {len(operations) // 2} "
-                f"documents refused, first: {error_reason({'error': first['error']})}",
-            )
+            if failed:
+                first = failed[0]
+                raise for_status(
+                    UPSTREAM,
+                    int(first.get("status", 400)),
+                    f"indexing into {data_stream}: {len(failed)} of {len(operations) // 2} "
+                    f"documents refused, first: {error_reason({'error': first['error']})}",
+                )
         return len(operations) // 2
 
     async def refresh(self, index: str) -> None:

@@ -27,12 +27,16 @@ from app.core import leases
 from app.core.context import AppContext
 from app.core.database import session_scope
 from app.core.settings import Settings
+from app.integrations.elasticsearch import ElasticsearchClient
+from app.logs.dependencies import log_store_of
 from app.logs.service import logs
+from app.logs.shipping import LogShipper
 from app.observability.elasticsearch_target import ElasticsearchTarget
 from app.observability.rules import catalogue
 from app.provisioning import health
 from app.provisioning.service import provisioning
 from app.provisioning.targets import Target
+from app.runtime.local import LocalRuntime
 from app.scaling.service import scaling
 
 logger = logging.getLogger(__name__)
@@ -218,6 +222,39 @@ async def enforce_log_retention(context: AppContext, targets: Sequence[Target]) 
         JOB_DURATION.labels("log-retention").observe(time.perf_counter() - started)
 
 
+# FluentD's flush interval in fluentd/pipeline.conf: a line is searchable within about 5 s.
+LOG_SHIP_INTERVAL = 5.0
+
+
+async def ship_local_logs(context: AppContext, runtime: LocalRuntime, shipper: LogShipper) -> None:
+    """Ship the local deployments' new log lines into their data streams (app.logs.shipping).
+
+    A deployment being deleted is left out (its logs are going, or kept as they are); one whose
+    lines Elasticsearch refused keeps its position and is sent again next round.
+    """
+    started = time.perf_counter()
+    try:
+        async with session_scope(context.sessionmaker) as session:
+            views = await logs.deployments_to_retain(session)
+        for view in views:
+            home = runtime.home(view.name)
+            if not (home / "logs").is_dir():
+                continue
+            try:
+                await shipper.ship(view.name, view.workspace, home)
+            except Exception as exc:  # noqa: BLE001 - one deployment must not stop the others
+                JOB_FAILURES.labels("log-shipping").inc()
+                logger.warning(
+                    "log shipping failed, retried next round",
+                    extra={"deployment": view.name, "error": str(exc)},
+                )
+    except Exception:  # the scheduler must keep running whatever one round does
+        JOB_FAILURES.labels("log-shipping").inc()
+        logger.exception("log shipping failed")
+    finally:
+        JOB_DURATION.labels("log-shipping").observe(time.perf_counter() - started)
+
+
 def message_host(settings: Settings) -> str:
     """The host part of Message-IDs: Sextant's public host name."""
     return urlsplit(settings.server.public_url).hostname or "sextant"
@@ -267,4 +304,11 @@ def build_scheduler(context: AppContext, targets: Sequence[Target]) -> AsyncIOSc
         enforce_log_retention, "interval", args=(context, targets),
         seconds=LOG_RETENTION_INTERVAL, id="log-retention", next_run_time=soon,
     )  # fmt: skip
+    store = log_store_of(context)
+    local = next((t for t in targets if isinstance(t, LocalRuntime)), None)
+    if isinstance(store, ElasticsearchClient) and local is not None:
+        scheduler.add_job(
+            ship_local_logs, "interval", args=(context, local, LogShipper(store)),
+            seconds=LOG_SHIP_INTERVAL, id="log-shipping", next_run_time=soon,
+        )  # fmt: skip
     return scheduler

@@ -20,7 +20,7 @@ def build_targets(settings: Settings) -> list[Target]:
     if settings.runtime is Runtime.LOCAL:
         from app.runtime.local import LocalRuntime
 
-        targets.append(LocalRuntime(settings.local))
+        targets.append(LocalRuntime.from_settings(settings))
     elif settings.runtime is Runtime.KUBERNETES:
         from app.runtime.kubernetes import KubernetesRuntime
 

@@ -42,11 +42,13 @@ import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from app.core.settings import LocalSettings
+from app.core.settings import LocalSettings, Settings
 from app.deployments.spec import Component, Executor, components_for
 from app.integrations.airflow import flower_active_tasks
 from app.integrations.errors import IntegrationError, PermanentError, TransientError
+from app.logs import airflow_config as airflow_logging
 from app.observability import statsd
 from app.provisioning.targets import Applied, Artifact, DeploymentView
 from app.runtime.base import (
@@ -189,13 +191,40 @@ class LocalRuntime:
 
     name = TARGET_NAME
 
-    def __init__(self, settings: LocalSettings, supervisor: Supervisor | None = None) -> None:
+    def __init__(
+        self,
+        settings: LocalSettings,
+        supervisor: Supervisor | None = None,
+        *,
+        elasticsearch_url: str | None = None,
+        elasticsearch_auth: tuple[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.state_dir = settings.state_dir
         self.supervisor = supervisor or Supervisor()
+        # Where the deployments' task logs go (and are read back from); None keeps them local.
+        self.elasticsearch_url = elasticsearch_url
+        self.elasticsearch_auth = elasticsearch_auth
         self._started = False
         self._lock = asyncio.Lock()
         self._postgres_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalRuntime:
+        """The runtime Sextant runs with: its task logs go to Sextant's Elasticsearch, if any."""
+        url, auth = settings.elasticsearch.url, None
+        if url:
+            parts = urlsplit(url)
+            password = settings.elasticsearch.password
+            if parts.username:
+                auth = (unquote(parts.username), unquote(parts.password or ""))
+                host = parts.hostname or ""
+                netloc = host if parts.port is None else f"{host}:{parts.port}"
+                url = urlunsplit(parts._replace(netloc=netloc))
+            elif settings.elasticsearch.username:
+                secret = password.get_secret_value() if password is not None else ""
+                auth = (settings.elasticsearch.username, secret)
+        return cls(settings.local, elasticsearch_url=url, elasticsearch_auth=auth)
 
     # --- folders ------------------------------------------------------------------------------
 
@@ -500,7 +529,25 @@ class LocalRuntime:
             "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
             # Flower's API answers on 127.0.0.1 only; the runtime reads worker load from it.
             "FLOWER_UNAUTHENTICATED_API": "true",
+            **self._logging_env(name, str(desired["airflow_version"])),
         }
+
+    def _logging_env(self, name: str, airflow_version: str) -> dict[str, str]:
+        """Remote logging to the deployment's data stream, as on Kubernetes (app.logs).
+
+        Workers print each finished try as JSON lines into their log file, which Sextant's log
+        shipper (app.logs.shipping, the local stand-in for FluentD) sends to the data stream;
+        the api-server reads task logs back from there.
+        """
+        if not self.elasticsearch_url:
+            return {}
+        env = airflow_logging.render(
+            name, airflow_version, elasticsearch_url=self.elasticsearch_url
+        ).env()
+        if self.elasticsearch_auth is not None:
+            pair = ":".join(self.elasticsearch_auth).encode()
+            env[airflow_logging.CREDENTIALS_ENV] = base64.b64encode(pair).decode()
+        return env
 
     def _specs(
         self, name: str, desired: Mapping[str, Any], tools: Tools, workers: int | None = None

@@ -6,7 +6,10 @@ the test harness use. The official constraints file is on GitHub, which is not a
 reachable, so only the one pin known to matter is applied: `celery[redis]<5.7` (an unpinned
 celery 5.7 breaks the Celery provider: "cannot load executor"). The `postgres` extra brings
 psycopg2 and asyncpg (Airflow 3 opens an async engine on the metadata database too); flower
-comes with the `celery` extra.
+comes with the `celery` extra. The `elasticsearch` extra brings the provider whose handler
+prints each finished task try as JSON lines (Sextant ships them to the deployment's data
+stream) and reads task logs back from there; its client is held below 9, which refuses to talk
+to an Elasticsearch 8 cluster.
 
 PostgreSQL, PgBouncer and Redis come from the operating system (Debian: `postgresql`,
 `pgbouncer`, `redis-server`), statsd_exporter from the Go module proxy. Setup checks them and
@@ -27,7 +30,11 @@ from pathlib import Path
 
 from app.core.settings import LocalSettings
 
-PIP_REQUIREMENTS = ("apache-airflow[celery,postgres,statsd]=={version}", "celery[redis]<5.7")
+PIP_REQUIREMENTS = (
+    "apache-airflow[celery,elasticsearch,postgres,statsd]=={version}",
+    "celery[redis]<5.7",
+    "elasticsearch<9",
+)
 SBIN = Path("/usr/sbin")
 # What to tell a user who lacks a program.
 HINTS = {
@@ -89,7 +96,7 @@ def airflow_installed(venv: Path, version: str) -> bool:
         return False
     check = (
         "import importlib.metadata as m, sys; "
-        "import asyncpg, psycopg2, statsd, flower, celery; "
+        "import asyncpg, psycopg2, statsd, flower, celery, airflow.providers.elasticsearch; "
         f"sys.exit(m.version('apache-airflow') != {version!r} "
         "or tuple(int(p) for p in celery.__version__.split('.')[:2]) >= (5, 7))"
     )

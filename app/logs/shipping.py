@@ -1,0 +1,300 @@
+"""The local runtime's log shipper: what FluentD does on Kubernetes, for processes on one machine.
+
+FluentD cannot be had everywhere Sextant runs locally, so Sextant ships its own deployments'
+log files itself, with the same rules as `fluentd/pipeline.conf` (one document shape whatever
+shipped it):
+
+- every `<home>/logs/<component>[-N].log` of an Airflow component (scheduler, api_server,
+  dag_processor, triggerer, workers-N), followed from where the last round stopped; a file that
+  was replaced or truncated is read again from its start;
+- a JSON line becomes the document's fields; any other line is kept whole as `event`;
+- `component` (the file's name without its replica number), `host`, `deployment`, `workspace`;
+  `@timestamp` from Airflow 3's `timestamp`, else the time the line was read; an integer
+  `offset` (the line's own, else the read time in nanoseconds); a `log_id` from Airflow's
+  log_id_template when the line has the task's fields but none.
+
+Task logs: with remote logging on, a worker prints each finished try as JSON lines carrying
+`log_id` and `offset` 1..N (Airflow 3's upload path). Airflow 3 prints no end-of-log mark, so the
+shipper adds one (offset N+1, Airflow's `end_of_log`) once it has shipped line N of a try whose
+local file holds exactly N lines: the upload reads that file after the try has ended, so the
+try's log is complete and the log API can say so.
+
+Delivery is at least once and duplicate-free: documents are created with an `_id` derived from
+the file, its inode and the line's byte offset (a resent batch is answered 409 and counts as
+written), and a file's position advances only after Elasticsearch accepted its lines. While
+Elasticsearch is down nothing advances; the next round sends the same lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from app.logs.airflow_config import END_OF_LOG_MARK, OFFSET_FIELD
+from app.observability.elasticsearch_target import log_data_stream
+from app.observability.fluentd import AIRFLOW_COMPONENTS, LOG_ID_TEMPLATE
+
+# A round reads at most this much of one file (a later round takes the rest).
+MAX_READ_BYTES = 2 * 1024 * 1024
+POSITIONS_FILE = "log-positions.json"
+TASK_FIELDS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
+
+SHIPPED = Counter(
+    "sextant_log_shipped_lines_total", "Log lines the local log shipper sent", ["deployment"]
+)
+SHIP_FAILURES = Counter(
+    "sextant_log_ship_failures_total",
+    "Shipping rounds of a deployment that Elasticsearch refused (retried next round)",
+    ["deployment"],
+)
+
+
+class DocumentSink(Protocol):
+    """Where documents go (`ElasticsearchClient` in production)."""
+
+    async def index_documents(
+        self,
+        data_stream: str,
+        documents: Iterable[Mapping[str, Any]],
+        *,
+        refresh: bool = False,
+        ids: Sequence[str] | None = None,
+    ) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a line comes from, and who it belongs to."""
+
+    deployment: str
+    workspace: str
+    component: str
+    host: str
+
+
+@dataclass(slots=True)
+class Chunk:
+    """The complete lines read from one file, and where its position moves once they are in."""
+
+    path: Path
+    inode: int
+    end: int
+    lines: list[tuple[int, str]] = field(default_factory=list)  # (byte offset, text)
+
+
+def component_of(path: Path) -> str | None:
+    """The Airflow component a log file belongs to (`workers-2.log` → workers), else None."""
+    stem = path.stem
+    base, _, replica = stem.rpartition("-")
+    name = base if replica.isdigit() and base else stem
+    return name if name in AIRFLOW_COMPONENTS else None
+
+
+def document(line: str, source: Source, read_at: datetime, nth: int = 0) -> dict[str, Any]:
+    """The document one log line becomes (the rules of fluentd/pipeline.conf); `nth` keeps the
+    offsets of lines read at the same time (and carrying none) in file order."""
+    record: dict[str, Any]
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        parsed = None
+    record = dict(parsed) if isinstance(parsed, dict) else {"event": line}
+    if "log_id" not in record and all(record.get(f) is not None for f in TASK_FIELDS):
+        record["log_id"] = LOG_ID_TEMPLATE.format(**{f: record[f] for f in TASK_FIELDS})
+    if not isinstance(record.get(OFFSET_FIELD), int):
+        record[OFFSET_FIELD] = _nanos(read_at) + nth
+    stamp = record.get("timestamp")
+    record["@timestamp"] = stamp if isinstance(stamp, str) and stamp else _iso(read_at)
+    if record.get("event") is None and record.get("message") is None:
+        record["event"] = line
+    record.update(
+        deployment=source.deployment,
+        workspace=source.workspace,
+        component=source.component,
+        host=source.host,
+    )
+    return record
+
+
+def end_mark(last: Mapping[str, Any]) -> dict[str, Any]:
+    """The end-of-log document after a try's last line."""
+    keep = ("log_id", "deployment", "workspace", "component", "host", *TASK_FIELDS)
+    mark = {k: last[k] for k in keep if k in last}
+    mark.update(
+        {"event": END_OF_LOG_MARK, OFFSET_FIELD: int(last[OFFSET_FIELD]) + 1},
+        **{"@timestamp": last["@timestamp"], "level": "info"},
+    )
+    return mark
+
+
+def task_log_file(base: Path, record: Mapping[str, Any]) -> Path:
+    """A try's local log file under Airflow's default `log_filename_template`."""
+    path = base / f"dag_id={record['dag_id']}" / f"run_id={record['run_id']}"
+    path = path / f"task_id={record['task_id']}"
+    if int(record["map_index"]) >= 0:
+        path = path / f"map_index={record['map_index']}"
+    return path / f"attempt={record['try_number']}.log"
+
+
+def count_lines(path: Path) -> int | None:
+    """Non-empty lines of a file (what Airflow's upload prints), or None if it is not there."""
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except OSError:
+        return None
+
+
+def read_new(path: Path, position: Mapping[str, int] | None, limit: int) -> Chunk | None:
+    """The complete lines after the position (from the start if the file changed)."""
+    try:
+        with path.open("rb") as handle:
+            stat = os.fstat(handle.fileno())
+            start = 0
+            if position and position.get("inode") == stat.st_ino:
+                start = int(position.get("offset", 0))
+                if start > stat.st_size:  # truncated: what is there now is new
+                    start = 0
+            if start >= stat.st_size:
+                return Chunk(path, stat.st_ino, start)
+            handle.seek(start)
+            data = handle.read(limit)
+    except OSError:
+        return None
+    cut = data.rfind(b"\n") + 1
+    if cut == 0:
+        if len(data) < limit:
+            return Chunk(path, stat.st_ino, start)  # half a line: wait for the rest
+        cut = len(data)  # one line longer than a whole read: ship it as it is
+    chunk = Chunk(path, stat.st_ino, start + cut)
+    offset = start
+    for raw in data[:cut].split(b"\n"):
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        if text.strip():
+            chunk.lines.append((offset, text))
+        offset += len(raw) + 1
+    return chunk
+
+
+@dataclass(slots=True)
+class ShipReport:
+    """One deployment's round."""
+
+    lines: int = 0
+    end_marks: int = 0
+
+
+class LogShipper:
+    """Ships the log files of local deployments into their data streams (module docstring)."""
+
+    def __init__(self, sink: DocumentSink, *, host: str | None = None, batch: int = 2000) -> None:
+        self.sink = sink
+        self.host = host or socket.gethostname()
+        self.batch = batch
+
+    async def ship(self, deployment: str, workspace: str, home: Path) -> ShipReport:
+        """Send what the deployment's log files gained since the last round."""
+        positions_path = home / POSITIONS_FILE
+        positions = await asyncio.to_thread(_read_positions, positions_path)
+        files = sorted(p for p in (home / "logs").glob("*.log") if component_of(p))
+        report = ShipReport()
+        for path in files:
+            component = component_of(path)
+            assert component is not None
+            source = Source(deployment, workspace, component, self.host)
+            while True:
+                chunk = await asyncio.to_thread(
+                    read_new, path, positions.get(path.name), MAX_READ_BYTES
+                )
+                if chunk is None:
+                    break
+                moved = {"inode": chunk.inode, "offset": chunk.end}
+                if moved == positions.get(path.name):
+                    break
+                if chunk.lines:
+                    await self._send(chunk, source, home, report)
+                positions[path.name] = moved
+                await asyncio.to_thread(_write_positions, positions_path, positions)
+        SHIPPED.labels(deployment).inc(report.lines)
+        return report
+
+    async def _send(self, chunk: Chunk, source: Source, home: Path, report: ShipReport) -> None:
+        read_at = datetime.now(UTC)
+        documents = [document(text, source, read_at, n) for n, (_, text) in enumerate(chunk.lines)]
+        ids = [_id(chunk.path.name, chunk.inode, at) for at, _ in chunk.lines]
+        marks = await asyncio.to_thread(_end_marks, documents, home / "airflow" / "logs")
+        documents += marks
+        ids += [_id(chunk.path.name, 0, 0, str(mark["log_id"])) for mark in marks]
+        stream = log_data_stream(source.deployment)
+        try:
+            for start in range(0, len(documents), self.batch):
+                await self.sink.index_documents(
+                    stream,
+                    documents[start : start + self.batch],
+                    ids=ids[start : start + self.batch],
+                )
+        except Exception:
+            SHIP_FAILURES.labels(source.deployment).inc()
+            raise
+        report.lines += len(chunk.lines)
+        report.end_marks += len(marks)
+
+
+def _end_marks(documents: Sequence[Mapping[str, Any]], task_logs: Path) -> list[dict[str, Any]]:
+    """End marks for the tries whose whole log is among the documents."""
+    last: dict[str, Mapping[str, Any]] = {}
+    for doc in documents:
+        if "log_id" in doc and all(doc.get(f) is not None for f in TASK_FIELDS):
+            seen = last.get(str(doc["log_id"]))
+            if seen is None or int(doc[OFFSET_FIELD]) > int(seen[OFFSET_FIELD]):
+                last[str(doc["log_id"])] = doc
+    marks = []
+    for doc in last.values():
+        if str(doc.get("event", doc.get("message"))).strip() == END_OF_LOG_MARK:
+            continue  # Airflow 2 writes its own
+        try:
+            expected = count_lines(task_log_file(task_logs, doc))
+        except (KeyError, ValueError):
+            continue
+        if expected is not None and expected == int(doc[OFFSET_FIELD]):
+            marks.append(end_mark(doc))
+    return marks
+
+
+def _id(name: str, inode: int, at: int, extra: str = "") -> str:
+    key = f"{name}:{inode}:{at}:{extra}".encode()
+    return hashlib.blake2b(key, digest_size=15).hexdigest()
+
+
+def _read_positions(path: Path) -> dict[str, dict[str, int]]:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(v, dict)} if isinstance(raw, dict) else {}
+
+
+def _write_positions(path: Path, positions: Mapping[str, Mapping[str, int]]) -> None:
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".positions-")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(positions, handle)
+    os.replace(temporary, path)
+
+
+def _nanos(at: datetime) -> int:
+    return int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
