@@ -229,8 +229,10 @@ LOG_SHIP_INTERVAL = 5.0
 async def ship_local_logs(context: AppContext, runtime: LocalRuntime, shipper: LogShipper) -> None:
     """Ship the local deployments' new log lines into their data streams (app.logs.shipping).
 
-    A deployment being deleted is left out (its logs are going, or kept as they are); one whose
-    lines Elasticsearch refused keeps its position and is sent again next round.
+    A deployment being deleted is left out (its logs are going, or kept as they are), and one
+    the runtime is removing waits for it and then has nothing left to ship; teardown removes the
+    runtime's part before the data stream, so no late line re-creates the stream. A deployment
+    whose lines Elasticsearch refused keeps its position and is sent again next round.
     """
     started = time.perf_counter()
     try:
@@ -238,10 +240,11 @@ async def ship_local_logs(context: AppContext, runtime: LocalRuntime, shipper: L
             views = await logs.deployments_to_retain(session)
         for view in views:
             home = runtime.home(view.name)
-            if not (home / "logs").is_dir():
-                continue
             try:
-                await shipper.ship(view.name, view.workspace, home)
+                # Not while the runtime removes the folder; after that there is nothing to ship.
+                async with runtime.log_lock(view.name):
+                    if (home / "logs").is_dir():
+                        await shipper.ship(view.name, view.workspace, home)
             except Exception as exc:  # noqa: BLE001 - one deployment must not stop the others
                 JOB_FAILURES.labels("log-shipping").inc()
                 logger.warning(

@@ -205,6 +205,7 @@ class LocalRuntime:
         # Where the deployments' task logs go (and are read back from); None keeps them local.
         self.elasticsearch_url = elasticsearch_url
         self.elasticsearch_auth = elasticsearch_auth
+        self._log_locks: dict[str, asyncio.Lock] = {}
         self._started = False
         self._lock = asyncio.Lock()
         self._postgres_lock = asyncio.Lock()
@@ -730,6 +731,11 @@ class LocalRuntime:
         text = json.dumps({**state, "specs": specs_to_json(specs)}, indent=2, sort_keys=True)
         return int(_write_private(self.home(name) / "runtime.json", text + "\n"))
 
+    def log_lock(self, deployment: str) -> asyncio.Lock:
+        """Held while the deployment's log files are shipped, and while its folder is removed:
+        once `remove` has returned, no line of it can reach Elasticsearch any more."""
+        return self._log_locks.setdefault(deployment, asyncio.Lock())
+
     async def remove(self, deployment: DeploymentView) -> Applied:
         """Stop the deployment's processes, drop its database and role, delete its folder."""
         await self.start()
@@ -741,12 +747,14 @@ class LocalRuntime:
             await self._ensure_postgres()
             if await postgres.drop_database(database_name(name)):
                 writes += 1
-        if home.exists():
-            try:
-                await asyncio.to_thread(shutil.rmtree, home)
-            except OSError as exc:
-                raise TransientError(UPSTREAM, f"removing {home}: {exc.strerror}") from exc
-            writes += 1
+        async with self.log_lock(name):
+            if home.exists():
+                try:
+                    await asyncio.to_thread(shutil.rmtree, home)
+                except OSError as exc:
+                    raise TransientError(UPSTREAM, f"removing {home}: {exc.strerror}") from exc
+                writes += 1
+        self._log_locks.pop(name, None)
         if not self._known_deployments():
             # The last deployment is gone: PostgreSQL stops (its data stays for the next one).
             await self.supervisor.stop_group(PG_GROUP)

@@ -17,6 +17,7 @@ from app.core.migrations import upgrade
 from app.core.security import Role
 from app.core.settings import (
     DatabaseSettings,
+    ElasticsearchSettings,
     PrometheusSettings,
     ProvisioningSettings,
     Runtime,
@@ -27,7 +28,12 @@ from app.core.settings import (
 from app.main import create_app
 from app.observability.prometheus_target import file_sd_scrape_config
 from app.tokens.service import CLI_PRINCIPAL, tokens
-from tests.harness.components import ComponentDirs, PostgresServer, PrometheusServer
+from tests.harness.components import (
+    ComponentDirs,
+    ElasticsearchServer,
+    PostgresServer,
+    PrometheusServer,
+)
 from tests.harness.plugin import start_component
 from tests.harness.smtp import SmtpSink, start_smtp_sink
 from tests.integration.runtime._local import (
@@ -88,8 +94,10 @@ async def sextant(
     file_sd_dir: Path,
     state_dir: Path,
     scaling_settings: ScalingSettings,
+    elasticsearch_server: ElasticsearchServer,
 ) -> AsyncIterator[FastAPI]:
-    """Sextant with the local runtime and its periodic jobs, every second."""
+    """Sextant with the local runtime and its periodic jobs, every second; logs go to the
+    session's Elasticsearch."""
     local = local_settings(state_dir)
     require_local_runtime(local)
     settings = Settings(
@@ -100,6 +108,7 @@ async def sextant(
         provisioning=ProvisioningSettings(interval=1, backoff=[1, 2, 5]),
         scheduler=SchedulerSettings(heartbeat_interval=0.5),
         scaling=scaling_settings,
+        elasticsearch=ElasticsearchSettings(url=elasticsearch_server.url),
         local=local,
     )
     app = create_app(settings, SystemClock())

@@ -6,8 +6,9 @@ Every hop is real: Sextant (in-process, its periodic jobs on, PostgreSQL as its 
 processes; its Prometheus target writes the deployment's file_sd file with the exporter address
 the runtime gives; a real Prometheus scrapes it every second; the deployment turns `healthy` once
 the scheduler heartbeat is seen there. A DAG is triggered through Airflow's REST API and runs on
-the Celery worker to success. Deleting the deployment through the API stops every process,
-drops its database and removes its folder and its scrape target.
+the Celery worker to success; its task log, shipped by Sextant to the deployment's Elasticsearch
+data stream, is read back through Sextant's log API. Deleting the deployment through the API
+stops every process, drops its database and removes its folder, its scrape target and its logs.
 
 Slow by nature (Airflow starts in 20-60 s on two cores); about 1-2 minutes in all.
 """
@@ -16,15 +17,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from app.integrations.airflow import AirflowApi
+from app.observability.elasticsearch_target import log_data_stream
 from app.observability.prometheus_target import file_sd_name
 from app.runtime.local import database_name
-from tests.harness.components import PrometheusServer
+from tests.harness.components import ElasticsearchServer, PrometheusServer
 from tests.integration.runtime._local import (
     E2E_DAG,
     E2E_DAG_ID,
@@ -41,7 +45,11 @@ DEPLOYMENT = "e2e-local"
 
 
 async def test_a_local_deployment_runs_a_dag_and_is_deleted_cleanly(
-    client: httpx.AsyncClient, sextant: FastAPI, prometheus: PrometheusServer, file_sd_dir: Path
+    client: httpx.AsyncClient,
+    sextant: FastAPI,
+    prometheus: PrometheusServer,
+    file_sd_dir: Path,
+    elasticsearch_server: ElasticsearchServer,
 ) -> None:
     started = time.monotonic()
     runtime = runtime_of(sextant)
@@ -114,6 +122,25 @@ async def test_a_local_deployment_runs_a_dag_and_is_deleted_cleanly(
     assert "sextant_e2e" in worker_log  # the Celery worker ran it
     print(f"[{time.monotonic() - started:5.0f}s] DAG run {run_id}: success")
 
+    # The try's log, shipped by Sextant into the deployment's data stream, through its API.
+    log_path = (
+        f"/api/v1/deployments/{DEPLOYMENT}/logs/tasks/{E2E_DAG_ID}/{quote(run_id, safe='')}/hello"
+    )
+    page: dict[str, Any] = {}
+
+    async def log_shipped() -> bool:
+        answer = await client.get(log_path)
+        assert answer.status_code == 200, answer.text
+        page.update(answer.json())
+        return bool(page["end_of_log"])
+
+    await until(log_shipped, 60, "the task's log to be shipped", lambda: str(page)[:500])
+    messages = [line["message"] for line in page["lines"]]
+    assert any(m.startswith("hello from") for m in messages), messages
+    resolve = f"{elasticsearch_server.url}/_resolve/index/{log_data_stream(DEPLOYMENT)}"
+    assert httpx.get(resolve).json()["data_streams"], "no data stream for the deployment"
+    print(f"[{time.monotonic() - started:5.0f}s] task log read back through Sextant's API")
+
     # Delete through the API: processes, database, folder and scrape target all go.
     pids = unit_pids(runtime, DEPLOYMENT)
     assert len(pids) >= 8
@@ -130,6 +157,8 @@ async def test_a_local_deployment_runs_a_dag_and_is_deleted_cleanly(
     assert pids_alive(pids) == []
     assert not runtime.home(DEPLOYMENT).exists()
     assert not (file_sd_dir / file_sd_name(DEPLOYMENT)).exists()
+    # Its logs went with it (no keep_logs asked).
+    assert httpx.get(resolve).json()["data_streams"] == []
     # The last deployment is gone, so PostgreSQL stopped; its data shows the database is too.
     assert runtime.supervisor.views("_postgres") == []
     await runtime._ensure_postgres()
