@@ -1,15 +1,16 @@
 """The "prometheus" provisioning target: scrape targets that carry identity, and the rule files.
 
-Every deployment's StatsD exporter is scraped with `workspace` and `deployment` labels attached
-by Prometheus at ingest, so no rule, dashboard or alert has to recover identity from addresses
-with regexes (Astronomer's relabel-regex breakage). Two ways, one per runtime:
+Every deployment's StatsD exporter, and the Flower of a Celery deployment (its per-worker gauges
+tell the autoscaler which workers are idle), are scraped with `workspace` and `deployment` labels
+attached by Prometheus at ingest, so no rule, dashboard or alert has to recover identity from
+addresses with regexes (Astronomer's relabel-regex breakage). Two ways, one per runtime:
 
 - local runtime: a file_sd file per deployment, `sextant-<deployment>.json` in
   `SEXTANT_PROMETHEUS_FILE_SD_DIR`, written atomically (temporary file in the same folder, then
   rename) so Prometheus never reads half a file; Prometheus re-reads file_sd files on its own.
-  While the deployment's exporter address is unknown the file holds an empty list `[]`: a file
-  is always written, so an address that goes away also removes the scrape target.
-- Kubernetes runtime: the exporter's Service carries `sextant.io/workspace` and
+  While no address of the deployment is known the file holds an empty list `[]`: a file is
+  always written, so an address that goes away also removes the scrape target.
+- Kubernetes runtime: the exporter's and Flower's Services carry `sextant.io/workspace` and
   `sextant.io/deployment` labels, which the scrape job maps to target labels with `labelmap`
   (`kubernetes_service_metadata`, `kubernetes_scrape_config`).
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.settings import PrometheusSettings
+from app.deployments.spec import Executor
 from app.integrations.errors import TransientError
 from app.integrations.prometheus import PrometheusClient
 from app.observability.rules import RuleCatalogue, catalogue
@@ -43,11 +45,13 @@ RULES_PREFIX = "prometheus/rules/"
 RULE_FILE_PREFIX = "sextant-"
 RELOAD_STAMP = ".sextant-rules-reloaded"
 SCRAPE_JOB = "sextant-airflow"
-# Kubernetes: identity on the exporter's Service; only its port with this name is scraped.
+# Kubernetes: identity on the scraped Services; only their ports with these names are scraped.
 SERVICE_LABEL_WORKSPACE = "sextant.io/workspace"
 SERVICE_LABEL_DEPLOYMENT = "sextant.io/deployment"
 SCRAPE_ANNOTATION = "sextant.io/scrape"
 SCRAPE_PORT_NAME = "metrics"
+# Flower serves /metrics on its UI port, whose name the Service keeps.
+FLOWER_PORT_NAME = "flower-ui"
 
 
 def file_sd_name(deployment: str) -> str:
@@ -56,12 +60,16 @@ def file_sd_name(deployment: str) -> str:
 
 
 def render_file_sd(deployment: DeploymentView) -> str:
-    """The deployment's file_sd JSON: its exporter with identity labels, or `[]` if unknown."""
+    """The deployment's file_sd JSON: its exporter (and a Celery deployment's Flower) with
+    identity labels, or `[]` while no address is known."""
+    targets = [deployment.metrics_address] if deployment.metrics_address else []
+    if deployment.flower_address and deployment.executor == Executor.CELERY:
+        targets.append(deployment.flower_address)
     groups: list[dict[str, Any]] = []
-    if deployment.metrics_address:
+    if targets:
         groups.append(
             {
-                "targets": [deployment.metrics_address],
+                "targets": targets,
                 "labels": {"workspace": deployment.workspace, "deployment": deployment.name},
             }
         )
@@ -86,17 +94,19 @@ def file_sd_scrape_config(file_sd_dir: Path | str, job_name: str = SCRAPE_JOB) -
 
 @dataclass(frozen=True, slots=True)
 class ServiceMetadata:
-    """Labels and annotations for a deployment's exporter Service on Kubernetes."""
+    """Labels and annotations for a deployment's scraped Services on Kubernetes."""
 
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
 
 
 def kubernetes_service_metadata(deployment: DeploymentView) -> ServiceMetadata:
-    """What the exporter Service carries so Prometheus labels its series with the identity.
+    """What the exporter's and Flower's Services carry so Prometheus labels their series with
+    the identity.
 
-    The Service's scrape port must be named `SCRAPE_PORT_NAME`. Workspace and deployment names
-    are DNS-1123 labels of at most 40 characters, valid Kubernetes label values as they are.
+    The Service's scrape port must be named `SCRAPE_PORT_NAME` (`FLOWER_PORT_NAME` for
+    Flower). Workspace and deployment names are DNS-1123 labels of at most 40 characters, valid
+    Kubernetes label values as they are.
     """
     return ServiceMetadata(
         labels={
@@ -109,7 +119,8 @@ def kubernetes_service_metadata(deployment: DeploymentView) -> ServiceMetadata:
 
 
 def kubernetes_scrape_config(job_name: str = SCRAPE_JOB) -> dict[str, Any]:
-    """The scrape job for exporter Services: identity from Service labels, via `labelmap`."""
+    """The scrape job for exporter and Flower Services: identity from Service labels, via
+    `labelmap`."""
     return {
         "job_name": job_name,
         "kubernetes_sd_configs": [{"role": "endpointslice"}],
@@ -122,7 +133,7 @@ def kubernetes_scrape_config(job_name: str = SCRAPE_JOB) -> dict[str, Any]:
             {
                 "source_labels": ["__meta_kubernetes_endpointslice_port_name"],
                 "action": "keep",
-                "regex": SCRAPE_PORT_NAME,
+                "regex": f"{SCRAPE_PORT_NAME}|{FLOWER_PORT_NAME}",
             },
             {
                 "action": "labelmap",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,13 +35,14 @@ from app.workspaces import repository as workspace_repository
 logger = logging.getLogger(__name__)
 
 
-def _metrics_address(targets: Sequence[Target], deployment: str) -> str | None:
-    """Where the deployment's StatsD exporter is scraped, if a runtime among the targets says
-    (the local runtime does; on Kubernetes service discovery finds it instead)."""
+def _runtime_answer(targets: Sequence[Target], question: str, deployment: str) -> str | None:
+    """What a configured runtime among the targets answers to `question(deployment)`, if one
+    has that question and an answer (the local runtime; on Kubernetes service discovery finds
+    the exporter and Flower instead)."""
     for target in targets:
-        address = getattr(target, "metrics_address", None)
-        if address is not None and target.configured():
-            found: str | None = address(deployment)
+        ask = getattr(target, question, None)
+        if ask is not None and target.configured():
+            found: str | None = ask(deployment)
             if found is not None:
                 return found
     return None
@@ -76,6 +78,13 @@ class ProvisioningService:
             # Workspace-wide artifacts (Grafana's folder and dashboards) go with the last one.
             remaining = await repository.others_in_workspace(session, deployment)
             extra[LAST_IN_WORKSPACE] = remaining == 0
+        metrics_address = flower_address = None
+        if not tearing_down:
+            # Where the StatsD exporter is scraped first: it makes the local runtime choose the
+            # deployment's ports, Flower's among them.
+            metrics_address = _runtime_answer(targets, "metrics_address", deployment.name)
+            flower_url = _runtime_answer(targets, "flower_url", deployment.name)
+            flower_address = urlsplit(flower_url).netloc if flower_url else None
         return DeploymentView(
             name=deployment.name,
             workspace=workspace.name,
@@ -84,7 +93,8 @@ class ProvisioningService:
             components=deployment.components,
             generation=deployment.generation,
             log_retention_days=deployment.log_retention_days,
-            metrics_address=None if tearing_down else _metrics_address(targets, deployment.name),
+            metrics_address=metrics_address,
+            flower_address=flower_address,
             extra=extra,
         )
 

@@ -27,6 +27,8 @@ class DeploymentView:
     log_retention_days: int = 15
     # Where this deployment's StatsD exporter can be scraped (host:port), when its runtime knows.
     metrics_address: str | None = None
+    # Where its Flower can be scraped (host:port), when its runtime knows (the local runtime).
+    flower_address: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

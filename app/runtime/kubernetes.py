@@ -25,7 +25,10 @@ Status comes from the workloads' observed state (`readyReplicas`, `observedGener
 pods' container states (CrashLoopBackOff); without a kubelet nothing is ever ready, so components
 report `starting`. Scaling goes through the `scale` subresource; before a scale-down of workers,
 the idle workers the caller names get a low `controller.kubernetes.io/pod-deletion-cost` and the
-others their running tasks, so the ReplicaSet removes the idle ones first. The deployment's
+others their running tasks, so the ReplicaSet removes the idle ones first; a pod whose load the
+caller does not know gets no annotation. The runtime does not ask Celery itself: the autoscaler
+reads the loads from Flower's metrics in Prometheus (Flower's Service is scraped with the
+deployment's identity, like the exporter's). The deployment's
 spec stays the source of truth for replicas: the next apply of a changed spec (or a forced sync)
 sets them back to the spec's, so whoever scales records the new count in the spec too (the
 autoscaler does).
@@ -245,7 +248,8 @@ class KubernetesRuntime:
         return Applied(writes, "; ".join(details))
 
     async def worker_load(self, deployment: DeploymentView) -> Sequence[WorkerLoad]:
-        """Unknown on Kubernetes: the runtime does not ask Celery (empty)."""
+        """Empty: the runtime does not ask Celery; the autoscaler reads the workers' loads from
+        Flower's metrics in Prometheus instead (`app.scaling.load.worker_load_query`)."""
         return ()
 
     def metrics_address(self, deployment: str) -> str | None:

@@ -489,7 +489,7 @@ def _values(
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
     }
-    statsd_meta = kubernetes_service_metadata(view)
+    scraped = kubernetes_service_metadata(view)
     pgbouncer_ini = render_pgbouncer_ini(view, settings)
     values: dict[str, Any] = {
         "namespace": namespace(view.name),
@@ -519,12 +519,13 @@ def _values(
         "container_security_context": container_security,
         "statsd_mapping": statsd.mapping_text(),
         "statsd_mapping_hash": statsd.mapping_digest(),
-        "statsd_service_labels": dict(statsd_meta.labels),
+        "scrape_service_labels": dict(scraped.labels),
         "statsd_service_annotations": {
-            **statsd_meta.annotations,
+            **scraped.annotations,
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(statsd.SCRAPE_PORT),
         },
+        "flower_service_annotations": dict(scraped.annotations),
         "pgbouncer_ini": pgbouncer_ini,
         "pgbouncer_ini_hash": _digest(pgbouncer_ini),
         "pgbouncer_exporter_resources": _resources(

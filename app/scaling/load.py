@@ -13,16 +13,25 @@ says "invalid" rather than "missing"; several series of one measure (HA schedule
 exporter did not merge) count the highest; a queue without series has no task (Airflow emits
 per-queue gauges only for queues that have task instances) as long as the executor's gauges are
 there to prove the deployment is reporting.
+
+Scaling down also reads who is busy: Flower's per-worker gauges, scraped with the same identity
+labels, for every deployment that scales down in a round in one more query
+(`worker_load_query`, `worker_loads`). Only what is known counts: a worker that Flower does not
+report online, whose sample is older than the freshness limit, or whose value is NaN has no load,
+and a worker without a load is never named idle (on Kubernetes its pod gets no deletion cost).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from app.alerting.measure import per_deployment
 from app.integrations.prometheus import RangeSeries, Sample
+from app.observability.promql import Matcher
+from app.runtime.base import WorkerLoad
 from app.scaling.policy import Observation
 from app.scaling.simulation import LoadPoint
 
@@ -120,3 +129,58 @@ def load_points(
         seen = observed.observation(deployments[0], queue)
         points.append(LoadPoint(at, seen.queued, seen.running))
     return points
+
+
+# Flower's gauges (flower/events.py, Flower 2.x), labelled `worker="<node>@<host>"`: the tasks a
+# worker executes, from its heartbeats (every 2 s), and whether it is online (0 after it said
+# goodbye, which Celery does as its warm shutdown starts).
+FLOWER_RUNNING = "flower_worker_number_of_currently_executing_tasks"
+FLOWER_ONLINE = "flower_worker_online"
+# Celery's node name when none is given (`celery@<hostname>`), as in every worker pod.
+CELERY_DEFAULT_NODE = "celery"
+# A DNS-1123 name (every deployment's) goes into the regex as it is; anything else is escaped.
+_PLAIN_NAME = re.compile(r"[a-z0-9-]+")
+
+
+def worker_load_query(deployments: Iterable[str], max_age: float) -> str:
+    """Running tasks per online worker of these deployments, from samples at most `max_age`
+    seconds old, in one query."""
+    names = sorted(set(deployments))
+    pattern = "|".join(n if _PLAIN_NAME.fullmatch(n) else re.escape(n) for n in names)
+    selector = f"{{{Matcher('deployment', '=~', pattern).text()}}}"
+    running = f"{FLOWER_RUNNING}{selector}"
+    return (
+        "max by (deployment, worker) (\n"
+        f"  {running}\n"
+        f"  and ({FLOWER_ONLINE}{selector} == 1)\n"
+        f"  and (time() - timestamp({running}) <= {max_age:g})\n"
+        ")"
+    )
+
+
+def worker_name(celery: str) -> str:
+    """The runtime's name of a Celery worker `<node>@<host>`: the host (the pod) under Celery's
+    default node name, else the node (the local runtime's `workers-<n>@<deployment>`)."""
+    node, at, host = celery.partition("@")
+    if not at:
+        return celery
+    return host if node == CELERY_DEFAULT_NODE else node
+
+
+def worker_loads(samples: Iterable[Sample]) -> dict[str, list[WorkerLoad]]:
+    """Per deployment, the running tasks of each worker the answer knows (the highest when
+    several Flowers report one worker; NaN, negative and unlabelled samples count as unknown)."""
+    busiest: dict[str, dict[str, int]] = {}
+    for sample in samples:
+        deployment, celery = sample.labels.get("deployment"), sample.labels.get("worker")
+        if not deployment or not celery:
+            continue
+        if not math.isfinite(sample.value) or sample.value < 0:
+            continue
+        workers = busiest.setdefault(deployment, {})
+        name = worker_name(celery)
+        workers[name] = max(workers.get(name, 0), math.ceil(sample.value))
+    return {
+        deployment: [WorkerLoad(name, tasks) for name, tasks in sorted(workers.items())]
+        for deployment, workers in busiest.items()
+    }

@@ -7,8 +7,14 @@ One round (the scheduler's `scaling` job, by whichever replica holds the lease):
 3. decide per deployment with the pure policy (`policy.decide`); failing static on missing,
    stale, NaN or partial data;
 4. apply changes through the runtime, each deployment on its own (one failure does not stop
-   the others); scaling down names the idle workers first (`worker_load`), and the runtime lets
-   the leaving ones finish (Celery warm shutdown; pod-deletion-cost on Kubernetes);
+   the others); scaling down names the idle workers first, and the runtime lets the leaving
+   ones finish (Celery warm shutdown; pod-deletion-cost on Kubernetes). Who is idle comes from
+   Flower's per-worker gauges in Prometheus, one query for every deployment scaling down in the
+   round (`load.worker_load_query`); a deployment Prometheus knows no worker of asks its
+   runtime (`worker_load`: Flower's API on the local runtime, nothing on Kubernetes). A worker
+   with no fresh load is never named idle: on Kubernetes its pod gets no deletion cost and the
+   ReplicaSet chooses as it would without Sextant. A worker idle at its last heartbeat may have
+   taken a task since; the warm shutdown (600 s grace on Kubernetes) lets that task finish;
 5. write the loop state, the decisions and the new worker count in the deployment's spec (so a
    later re-apply of the spec keeps it) in one transaction.
 
@@ -43,7 +49,15 @@ from app.provisioning.service import provisioning
 from app.provisioning.targets import DeploymentView, Target
 from app.runtime.base import TARGET_NAME, Runtime, ScaleRequest, WorkerLoad
 from app.scaling import repository
-from app.scaling.load import FLEET_LOAD_QUERY, FleetLoad, fleet_load, load_points, load_query
+from app.scaling.load import (
+    FLEET_LOAD_QUERY,
+    FleetLoad,
+    fleet_load,
+    load_points,
+    load_query,
+    worker_load_query,
+    worker_loads,
+)
 from app.scaling.models import ScalingDecision, ScalingPolicy
 from app.scaling.policy import (
     Decision,
@@ -331,8 +345,9 @@ class ScalingService:
                     deployment = await session.get(Deployment, outcome.plan.deployment_id)
                     if deployment is not None:
                         outcome.plan.view = await provisioning.view(session, deployment, targets)
+        known = await self._worker_loads(source, changing, settings)
         for outcome in changing:
-            await self._apply(runtime, outcome)
+            await self._apply(runtime, outcome, known.get(outcome.plan.name, ()))
         async with session_scope(sessionmaker) as session:
             ids = [o.plan.policy_id for o in outcomes]
             rows = {row.id: row for row in await repository.policies_by_id(session, ids)}
@@ -375,7 +390,29 @@ class ScalingService:
             )
         return plans
 
-    async def _apply(self, runtime: Runtime | None, outcome: _Outcome) -> None:
+    @staticmethod
+    async def _worker_loads(
+        source: MetricSource | None, changing: Sequence[_Outcome], settings: ScalingSettings
+    ) -> Mapping[str, Sequence[WorkerLoad]]:
+        """Running tasks per worker of every deployment scaling down, from Prometheus in one
+        query; nothing (the runtime is asked instead) when it cannot be read."""
+        names = [
+            o.plan.name
+            for o in changing
+            if o.decision.desired < o.plan.current and o.plan.view is not None
+        ]
+        if source is None or not names:
+            return {}
+        try:
+            samples = await source.instant(worker_load_query(names, settings.max_sample_age))
+        except IntegrationError as exc:
+            logger.warning("worker loads not read from Prometheus", extra={"error": str(exc)})
+            return {}
+        return worker_loads(samples)
+
+    async def _apply(
+        self, runtime: Runtime | None, outcome: _Outcome, known: Sequence[WorkerLoad]
+    ) -> None:
         plan, desired = outcome.plan, outcome.decision.desired
         if runtime is None or plan.view is None:
             outcome.detail = "not applied: no runtime runs this deployment (SEXTANT_RUNTIME=none)"
@@ -384,7 +421,7 @@ class ScalingService:
             loads: Sequence[WorkerLoad] = ()
             victims: list[str] = []
             if desired < plan.current:
-                loads = await runtime.worker_load(plan.view)
+                loads = known or await runtime.worker_load(plan.view)
                 victims = choose_victims(loads, plan.current - desired)
             applied = await runtime.scale(
                 plan.view, ScaleRequest(Component.WORKERS.value, desired, victims, loads)

@@ -17,6 +17,7 @@ import yaml
 from app.core.settings import PrometheusSettings
 from app.integrations.errors import TransientError
 from app.observability.prometheus_target import (
+    FLOWER_PORT_NAME,
     RELOAD_STAMP,
     SCRAPE_PORT_NAME,
     PrometheusTarget,
@@ -90,6 +91,36 @@ async def test_file_sd_scrape_target_carries_workspace_and_deployment(
     assert active["labels"]["instance"] == f"{statsd_exporter.host}:{statsd_exporter.web_port}"
     # Every series of the target gets the identity, e.g. the exporter's own metrics.
     assert prometheus.query('statsd_exporter_build_info{deployment="etl-prod"}')
+
+
+async def test_a_celery_deployments_flower_is_scraped_with_the_same_identity(
+    prometheus: PrometheusServer,
+    statsd_exporter_factory: Callable[..., StatsdExporter],
+    folders: tuple[Path, Path],
+) -> None:
+    # A second exporter stands in for Flower's /metrics (same text format, another port).
+    exporter, flower = statsd_exporter_factory(), statsd_exporter_factory()
+    target = PrometheusTarget(settings_for(prometheus, folders))
+    view = replace(
+        deployment_view(f"{exporter.host}:{exporter.web_port}"),
+        flower_address=f"{flower.host}:{flower.web_port}",
+    )
+    await target.apply(view, target.render(view))
+    flower.send("flower_worker_online:1|g|#worker:workers-1@etl-prod")
+    wait_for(
+        lambda: bool(prometheus.query('flower_worker_online{deployment="etl-prod"}')),
+        what="Flower's gauge with the deployment's identity",
+    )
+    active = api(prometheus, "/api/v1/targets")["activeTargets"]
+    assert sorted(t["labels"]["instance"] for t in active) == sorted(
+        [f"{exporter.host}:{exporter.web_port}", f"{flower.host}:{flower.web_port}"]
+    )
+    assert {(t["labels"]["workspace"], t["labels"]["deployment"]) for t in active} == {
+        ("data-eng", "etl-prod")
+    }
+    [series] = prometheus.query('flower_worker_online{deployment="etl-prod"}')
+    assert series["metric"]["worker"] == "workers-1@etl-prod"
+    assert series["metric"]["workspace"] == "data-eng"
 
 
 async def test_first_apply_installs_rules_and_reloads_once(
@@ -255,10 +286,10 @@ def test_kubernetes_relabelling_maps_service_labels_to_identity(
     statsd_exporter_factory: Callable[..., StatsdExporter],
     tmp_path: Path,
 ) -> None:
-    # What Kubernetes SD would discover for three Service ports, given as file_sd targets with
-    # the same __meta_ labels: only the annotated Service's `metrics` port is kept, and its
-    # Service labels become the target's workspace and deployment.
-    exporters = [statsd_exporter_factory() for _ in range(3)]
+    # What Kubernetes SD would discover for four Service ports, given as file_sd targets with
+    # the same __meta_ labels: only the annotated Services' `metrics` and Flower's `flower-ui`
+    # ports are kept, and their Service labels become the target's workspace and deployment.
+    exporters = [statsd_exporter_factory() for _ in range(4)]
     view = deployment_view("unused")
     metadata = kubernetes_service_metadata(view)
 
@@ -278,6 +309,7 @@ def test_kubernetes_relabelling_maps_service_labels_to_identity(
         discovered(exporters[0], SCRAPE_PORT_NAME, annotated=True),
         discovered(exporters[1], "statsd-ingest", annotated=True),
         discovered(exporters[2], SCRAPE_PORT_NAME, annotated=False),
+        discovered(exporters[3], FLOWER_PORT_NAME, annotated=True),
     ]
     (tmp_path / "k8s-services.json").write_text(json.dumps(groups))
     job = {
@@ -287,12 +319,15 @@ def test_kubernetes_relabelling_maps_service_labels_to_identity(
         "relabel_configs": kubernetes_scrape_config()["relabel_configs"],
     }
     prometheus = prometheus_factory(config=yaml.safe_dump({"scrape_configs": [job]}))
-    wait_for(lambda: bool(prometheus.query("up == 1")), what="the kept target to be scraped")
-    (active,) = api(prometheus, "/api/v1/targets")["activeTargets"]
-    assert active["labels"]["instance"] == f"{exporters[0].host}:{exporters[0].web_port}"
-    assert active["labels"]["workspace"] == "data-eng"
-    assert active["labels"]["deployment"] == "etl-prod"
-    assert not [k for k in active["labels"] if k.startswith("sextant")]
+    wait_for(lambda: len(prometheus.query("up == 1")) == 2, what="the kept targets to be scraped")
+    active = api(prometheus, "/api/v1/targets")["activeTargets"]
+    assert sorted(t["labels"]["instance"] for t in active) == sorted(
+        f"{e.host}:{e.web_port}" for e in (exporters[0], exporters[3])
+    )
+    for each in active:
+        assert each["labels"]["workspace"] == "data-eng"
+        assert each["labels"]["deployment"] == "etl-prod"
+        assert not [k for k in each["labels"] if k.startswith("sextant")]
 
 
 def _meta(name: str) -> str:

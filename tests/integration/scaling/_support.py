@@ -1,4 +1,5 @@
-"""Feeding Airflow's executor gauges to the real exporters, and waiting for Prometheus."""
+"""Feeding Airflow's executor gauges and Flower's worker gauges to the real exporters, and
+waiting for Prometheus."""
 
 from __future__ import annotations
 
@@ -30,3 +31,26 @@ async def until_seen(prometheus: PrometheusServer, deployment: str, q: int, r: i
         wait_until, lambda: seen(prometheus, deployment, q, r), 30,
         f"Prometheus has {deployment}'s load {q}+{r}",
     )  # fmt: skip
+
+
+def flower_reports(
+    exporter: StatsdExporter, worker: str, running: int, online: bool = True
+) -> None:
+    """What Flower exports for a Celery worker after its last heartbeat (or goodbye)."""
+    exporter.send(
+        f"flower_worker_number_of_currently_executing_tasks:{running}|g|#worker:{worker}",
+        f"flower_worker_online:{int(online)}|g|#worker:{worker}",
+    )
+
+
+async def until_flower_seen(prometheus: PrometheusServer, deployment: str, workers: int) -> None:
+    """Wait until Prometheus has both of Flower's gauges for `workers` workers of a deployment."""
+
+    def seen() -> bool:
+        return all(
+            len(prometheus.query(f'{metric}{{deployment="{deployment}"}}')) == workers
+            for metric in ("flower_worker_number_of_currently_executing_tasks",
+                           "flower_worker_online")
+        )  # fmt: skip
+
+    await asyncio.to_thread(wait_until, seen, 30, f"Prometheus has {deployment}'s Flower gauges")

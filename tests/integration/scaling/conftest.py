@@ -1,9 +1,11 @@
-"""Fixtures of the scaling tests: one real statsd_exporter per deployment (the repo's mapping)
-and a real Prometheus scraping them with the labels Sextant provisions."""
+"""Fixtures of the scaling tests: one real statsd_exporter per deployment (the repo's mapping),
+another per deployment standing in for its Flower (Flower's gauges sent as tagged StatsD lines,
+no mapping), and a real Prometheus scraping them with the labels Sextant provisions."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -30,22 +32,33 @@ def exporters(
 
 
 @pytest.fixture
+def flowers(
+    statsd_exporter_factory: ComponentFactory[..., StatsdExporter],
+) -> dict[str, StatsdExporter]:
+    """What each deployment's Flower exports on /metrics, fed by `_support.flower_reports`."""
+    return {"etl": statsd_exporter_factory(), "bi": statsd_exporter_factory()}
+
+
+@pytest.fixture
 def prometheus(
-    prometheus_factory: Callable[..., PrometheusServer], exporters: dict[str, StatsdExporter]
+    prometheus_factory: Callable[..., PrometheusServer],
+    exporters: dict[str, StatsdExporter],
+    flowers: dict[str, StatsdExporter],
 ) -> PrometheusServer:
+    def job(name: str, scraped: dict[str, StatsdExporter]) -> dict[str, Any]:
+        return {
+            "job_name": name,
+            "static_configs": [
+                {
+                    "targets": [f"{e.host}:{e.web_port}"],
+                    "labels": {"deployment": deployment, "workspace": "data-eng"},
+                }
+                for deployment, e in scraped.items()
+            ],
+        }
+
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "airflow",
-                "static_configs": [
-                    {
-                        "targets": [f"{e.host}:{e.web_port}"],
-                        "labels": {"deployment": name, "workspace": "data-eng"},
-                    }
-                    for name, e in exporters.items()
-                ],
-            }
-        ],
+        "scrape_configs": [job("airflow", exporters), job("flower", flowers)],
     }
     return prometheus_factory(config=yaml.safe_dump(config))

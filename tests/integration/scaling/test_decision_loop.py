@@ -34,7 +34,12 @@ from tests.conftest import _empty_tables
 from tests.factories import create_deployment, create_workspace
 from tests.harness.components import PrometheusServer, StatsdExporter
 from tests.integration.alerting._sextant import wait_until
-from tests.integration.scaling._support import load, until_seen
+from tests.integration.scaling._support import (
+    flower_reports,
+    load,
+    until_flower_seen,
+    until_seen,
+)
 
 
 @dataclass
@@ -243,6 +248,56 @@ async def test_scale_down_names_the_idle_workers_and_never_happens_on_missing_da
     latest = (await decisions(client, admin, "bi"))[0]
     assert (latest["reason"], latest["desired"], latest["applied"]) == ("scale_down", 1, True)
     assert "worker-2 (0 running)" in latest["detail"]
+
+
+async def test_one_query_reads_who_is_busy_for_every_deployment_scaling_down(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    exporters: dict[str, StatsdExporter],
+    flowers: dict[str, StatsdExporter],
+    prometheus: PrometheusServer,
+    runtime: RecordingRuntime,
+) -> None:
+    await create_workspace(client, admin, "data-eng")
+    for name in ("etl", "bi"):
+        await create_deployment(
+            client, admin, "data-eng", name, min_workers=1, max_workers=10, worker_concurrency=4,
+            components={"workers": {"replicas": 3}},
+        )  # fmt: skip
+        policy = {"enabled": True, "scale_down_window_seconds": 0}
+        response = await client.put(
+            f"/api/v1/deployments/{name}/scaling-policy", json=policy, headers=admin
+        )
+        assert response.status_code == 200, response.text
+    # etl's Flower reports its workers (the local runtime's node names); bi's reports none, so
+    # bi's runtime is asked. The runtime's answer differs from Flower's for etl on purpose.
+    runtime.loads = [
+        WorkerLoad("workers-1", 1), WorkerLoad("workers-2", 0), WorkerLoad("workers-3", 1),
+    ]  # fmt: skip
+    flower_reports(flowers["etl"], "workers-1@etl", 0)
+    flower_reports(flowers["etl"], "workers-2@etl", 2)
+    flower_reports(flowers["etl"], "workers-3@etl", 1)
+    load(exporters["etl"], 3, 3)  # 2 workers
+    load(exporters["bi"], 0, 2)  # 1 worker
+    await until_seen(prometheus, "etl", 3, 3)
+    await until_seen(prometheus, "bi", 0, 2)
+    await until_flower_seen(prometheus, "etl", 3)
+
+    await scale_workers(app.state.context, [runtime])  # type: ignore[list-item]
+
+    source = app.state.context.extras[METRIC_SOURCE]
+    assert len(source.queries) == 2  # the fleet's load, then who is busy for both at once
+    assert 'deployment=~"bi|etl"' in source.queries[1]
+    requests = dict(runtime.scaled)
+    assert (requests["etl"].replicas, list(requests["etl"].victims)) == (2, ["workers-1"])
+    assert list(requests["etl"].loads) == [
+        WorkerLoad("workers-1", 0), WorkerLoad("workers-2", 2), WorkerLoad("workers-3", 1),
+    ]  # fmt: skip
+    assert (requests["bi"].replicas, list(requests["bi"].loads)) == (1, runtime.loads)
+    assert list(requests["bi"].victims) == ["workers-2", "workers-3"]
+    [decision] = await decisions(client, admin, "etl")
+    assert "leaving: workers-1 (0 running)" in decision["detail"]
 
 
 @pytest.mark.usefixtures("fleet")

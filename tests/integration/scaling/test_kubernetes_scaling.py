@@ -1,5 +1,6 @@
 """Scaling on the real kube-apiserver: deletion costs from running tasks set before replicas go
-down, and a decision round (real Prometheus load) patching the workers' replicas.
+down, and decision rounds (real Prometheus load) patching the workers' replicas and, scaling
+down, marking the pods from Flower's per-worker gauges in Prometheus.
 
 The API server runs without a kubelet or controllers, so the worker pods a ReplicaSet would own
 are created by hand, and nothing removes pods: what is checked is what Sextant writes.
@@ -25,7 +26,12 @@ from tests.harness.components import PrometheusServer, StatsdExporter
 from tests.harness.kubernetes import KubeApiServer
 from tests.integration.runtime.kube_support import get, settings_for, unique_name, view
 from tests.integration.runtime.test_kubernetes_runtime import _deletion_costs, _worker_pod
-from tests.integration.scaling._support import load, until_seen
+from tests.integration.scaling._support import (
+    flower_reports,
+    load,
+    until_flower_seen,
+    until_seen,
+)
 
 COST = "controller.kubernetes.io/pod-deletion-cost"
 
@@ -102,6 +108,23 @@ async def app(
         yield application
 
 
+async def _workers_set_to(
+    runtime: KubernetesRuntime, kube: httpx.Client, name: str, replicas: int
+) -> str:
+    """The deployment's namespace (applied once: the API server lives for the whole session,
+    both databases' runs), with its workers' replicas set to `replicas`."""
+    namespace = f"sextant-{name}"
+    if get(kube, "Namespace", namespace, None) is None:
+        deployment = view(name, components={"workers": {"replicas": replicas}})
+        await runtime.apply(deployment, runtime.render(deployment))
+    kube.patch(
+        f"/apis/apps/v1/namespaces/{namespace}/deployments/workers/scale",
+        json={"spec": {"replicas": replicas}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    ).raise_for_status()
+    return namespace
+
+
 async def test_a_decision_round_patches_the_workers_replicas_on_the_cluster(
     app: FastAPI,
     client: httpx.AsyncClient,
@@ -121,15 +144,7 @@ async def test_a_decision_round_patches_the_workers_replicas_on_the_cluster(
         "/api/v1/deployments/etl/scaling-policy", json={"enabled": True}, headers=admin
     )
     assert response.status_code == 200, response.text
-    namespace = "sextant-etl"
-    if get(kube, "Namespace", namespace, None) is None:
-        deployment = view("etl")
-        await runtime.apply(deployment, runtime.render(deployment))
-    kube.patch(
-        f"/apis/apps/v1/namespaces/{namespace}/deployments/workers/scale",
-        json={"spec": {"replicas": 1}},
-        headers={"Content-Type": "application/merge-patch+json"},
-    ).raise_for_status()
+    namespace = await _workers_set_to(runtime, kube, "etl", 1)
     load(exporters["etl"], 14, 2)
     await until_seen(prometheus, "etl", 14, 2)
 
@@ -143,3 +158,53 @@ async def test_a_decision_round_patches_the_workers_replicas_on_the_cluster(
     ).json()["items"]
     assert [(d["reason"], d["desired"], d["applied"]) for d in decisions] == [("scale_up", 4, True)]
     assert "workers: 1 -> 4" in decisions[0]["detail"]
+
+
+async def test_a_scale_down_round_marks_pods_from_flowers_gauges_in_prometheus(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    runtime: KubernetesRuntime,
+    kube: httpx.Client,
+    exporters: dict[str, StatsdExporter],
+    flowers: dict[str, StatsdExporter],
+    prometheus: PrometheusServer,
+) -> None:
+    # The runtime itself knows no load on Kubernetes: whatever the pods get comes from Prometheus.
+    assert await runtime.worker_load(view("bi")) == ()
+    await create_workspace(client, admin, "data-eng")
+    await create_deployment(
+        client, admin, "data-eng", "bi", min_workers=1, max_workers=8, worker_concurrency=4,
+        components={"workers": {"replicas": 3}},
+    )  # fmt: skip
+    policy = {"enabled": True, "scale_down_window_seconds": 0}
+    response = await client.put("/api/v1/deployments/bi/scaling-policy", json=policy, headers=admin)
+    assert response.status_code == 200, response.text
+    # The API server lives for the whole session (both databases' runs): fresh pods, 3 replicas.
+    namespace = await _workers_set_to(runtime, kube, "bi", 3)
+    kube.delete(f"/api/v1/namespaces/{namespace}/pods").raise_for_status()
+    for pod in ("workers-a", "workers-b", "workers-c"):
+        _worker_pod(kube, "bi", pod)
+    # 4 queued + 2 running on 4 slots each: 2 workers. workers-a runs both tasks, workers-b is
+    # idle, and workers-c said goodbye (its last heartbeat's 0 must not make it look idle).
+    flower_reports(flowers["bi"], "celery@workers-a", 2)
+    flower_reports(flowers["bi"], "celery@workers-b", 0)
+    flower_reports(flowers["bi"], "celery@workers-c", 0, online=False)
+    load(exporters["bi"], 4, 2)
+    await until_seen(prometheus, "bi", 4, 2)
+    await until_flower_seen(prometheus, "bi", 3)
+
+    await scale_workers(app.state.context, [runtime])
+
+    costs = _deletion_costs(kube, "bi")
+    assert costs == {"workers-a": "2", "workers-b": "-1000", "workers-c": None}
+    workers = get(kube, "Deployment", "workers", namespace)
+    assert workers is not None
+    assert workers["spec"]["replicas"] == 2
+    [decision] = (
+        await client.get("/api/v1/deployments/bi/scaling-decisions", headers=admin)
+    ).json()["items"]
+    assert (decision["reason"], decision["desired"], decision["applied"]) == (
+        "scale_down", 2, True,
+    )  # fmt: skip
+    assert "leaving: workers-b (0 running)" in decision["detail"]

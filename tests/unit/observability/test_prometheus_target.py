@@ -45,6 +45,24 @@ def test_file_sd_is_an_empty_list_while_the_address_is_unknown() -> None:
     assert json.loads(render_file_sd(replace(VIEW, metrics_address=None))) == []
 
 
+def test_file_sd_adds_a_celery_deployments_flower_with_the_same_identity() -> None:
+    with_flower = replace(VIEW, flower_address="10.0.0.7:5555")
+    assert json.loads(render_file_sd(with_flower)) == [
+        {
+            "targets": ["10.0.0.7:9102", "10.0.0.7:5555"],
+            "labels": {"workspace": "data-eng", "deployment": "etl-prod"},
+        }
+    ]
+    # Flower alone is still scraped while the exporter's address is unknown.
+    alone = json.loads(render_file_sd(replace(with_flower, metrics_address=None)))
+    assert [group["targets"] for group in alone] == [["10.0.0.7:5555"]]
+
+
+def test_file_sd_never_lists_flower_for_a_local_executor_deployment() -> None:
+    local = replace(VIEW, executor="LocalExecutor", flower_address="10.0.0.7:5555")
+    assert [group["targets"] for group in json.loads(render_file_sd(local))] == [["10.0.0.7:9102"]]
+
+
 def test_rendering_is_deterministic_and_names_files_per_deployment() -> None:
     target = PrometheusTarget(PrometheusSettings())
     first = target.render(VIEW)
@@ -102,6 +120,11 @@ def test_kubernetes_scrape_job_maps_service_labels_without_touching_addresses() 
     assert {
         "action": "labelmap",
         "regex": "__meta_kubernetes_service_label_sextant_io_(workspace|deployment)",
+    } in relabel
+    assert {
+        "source_labels": ["__meta_kubernetes_endpointslice_port_name"],
+        "action": "keep",
+        "regex": "metrics|flower-ui",
     } in relabel
     for rule in relabel:
         assert "__address__" not in rule.get("source_labels", [])

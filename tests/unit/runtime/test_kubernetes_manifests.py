@@ -15,6 +15,7 @@ import yaml
 from app.core.settings import KubernetesSettings
 from app.deployments.spec import CATALOGUE, Component, Executor, components_for
 from app.observability.fluentd import AIRFLOW_COMPONENTS
+from app.observability.prometheus_target import FLOWER_PORT_NAME, kubernetes_scrape_config
 from app.observability.statsd import mapping_text
 from app.provisioning.targets import DeploymentView
 from app.runtime import kubernetes_manifests as manifests
@@ -214,6 +215,26 @@ def test_statsd_exporter_is_wired_to_airflow_and_to_prometheus_discovery() -> No
     assert pod["annotations"]["sextant.io/mapping-hash"]
 
 
+def test_flower_service_is_discovered_for_scraping_on_its_ui_port() -> None:
+    objects = by_key(render())
+    service = objects[("Service", "flower")]
+    container_ports = container(objects[("Deployment", "flower")])["ports"]
+
+    assert service["metadata"]["annotations"]["sextant.io/scrape"] == "true"
+    assert service["metadata"]["labels"]["sextant.io/workspace"] == "data-eng"
+    assert service["metadata"]["labels"]["sextant.io/deployment"] == "etl"
+    [port] = service["spec"]["ports"]
+    assert (port["name"], port["port"]) == (FLOWER_PORT_NAME, 5555)
+    assert [(p["name"], p["containerPort"]) for p in container_ports] == [(FLOWER_PORT_NAME, 5555)]
+    # The scrape job keeps exactly the exporter's and Flower's port names.
+    [keep_port] = [
+        r for r in kubernetes_scrape_config()["relabel_configs"]
+        if r.get("source_labels") == ["__meta_kubernetes_endpointslice_port_name"]
+    ]  # fmt: skip
+    assert re.fullmatch(keep_port["regex"], port["name"])
+    assert not re.fullmatch(keep_port["regex"], "statsd-ingest")
+
+
 def test_remote_logging_points_at_the_deployments_data_stream() -> None:
     with_es = by_key(render())[("ConfigMap", "airflow-config")]["data"]["airflow.cfg"]
     secret_url = manifests.render_objects(
@@ -266,7 +287,8 @@ def test_the_network_policy_admits_the_namespace_prometheus_and_the_ingress_only
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
     ]
-    assert [p["port"] for p in policy["ingress"][1]["ports"]] == [9102, 9127]
+    # The exporter, PgBouncer's exporter and Flower (its /metrics is on its UI port).
+    assert [p["port"] for p in policy["ingress"][1]["ports"]] == [9102, 9127, 5555]
 
 
 # --- quota and disruption budgets ------------------------------------------------------------
