@@ -208,6 +208,9 @@ class ElasticsearchTarget:
     """Provision a deployment's log data stream template in Elasticsearch."""
 
     name = "elasticsearch"
+    # Torn down after the runtime: the deployment's processes (and the local log shipper) send
+    # lines until they stop, and a late line would re-create a deleted stream.
+    removed_last = True
 
     def __init__(self, settings: ElasticsearchSettings) -> None:
         self._settings = settings

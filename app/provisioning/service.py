@@ -194,12 +194,14 @@ class ProvisioningService:
         clock: Clock,
         settings: ProvisioningSettings,
     ) -> bool:
-        """Remove the deployment from every target, last-applied first; True when all are gone."""
+        """Remove the deployment from every target, last-applied first (a target that says
+        `removed_last`, the log store, after all others); True when all are gone."""
         view = await self.view(session, deployment, targets, tearing_down=True)
         runs = {run.target: run for run in await repository.runs_of(session, deployment.id)}
         now = clock.now()
         complete = True
-        for target in reversed(targets):
+        order = sorted(reversed(targets), key=lambda t: bool(getattr(t, "removed_last", False)))
+        for target in order:
             run = runs.get(target.name)
             if run is None or run.status in (RunStatus.REMOVED, RunStatus.SKIPPED):
                 continue
