@@ -52,6 +52,9 @@ SCRAPE_ANNOTATION = "sextant.io/scrape"
 SCRAPE_PORT_NAME = "metrics"
 # Flower serves /metrics on its UI port, whose name the Service keeps.
 FLOWER_PORT_NAME = "flower-ui"
+# The label that sets Flower's target (and series) apart from the exporter's.
+COMPONENT_LABEL = "component"
+FLOWER_COMPONENT = "flower"
 
 
 def file_sd_name(deployment: str) -> str:
@@ -61,18 +64,15 @@ def file_sd_name(deployment: str) -> str:
 
 def render_file_sd(deployment: DeploymentView) -> str:
     """The deployment's file_sd JSON: its exporter (and a Celery deployment's Flower) with
-    identity labels, or `[]` while no address is known."""
-    targets = [deployment.metrics_address] if deployment.metrics_address else []
-    if deployment.flower_address and deployment.executor == Executor.CELERY:
-        targets.append(deployment.flower_address)
+    identity labels, or `[]` while no address is known. Flower's target also carries
+    `component="flower"`, so that rules about the exporter (AirflowMetricsAbsent) leave it out."""
+    identity = {"workspace": deployment.workspace, "deployment": deployment.name}
     groups: list[dict[str, Any]] = []
-    if targets:
-        groups.append(
-            {
-                "targets": targets,
-                "labels": {"workspace": deployment.workspace, "deployment": deployment.name},
-            }
-        )
+    if deployment.metrics_address:
+        groups.append({"targets": [deployment.metrics_address], "labels": identity})
+    if deployment.flower_address and deployment.executor == Executor.CELERY:
+        labels = {**identity, COMPONENT_LABEL: FLOWER_COMPONENT}
+        groups.append({"targets": [deployment.flower_address], "labels": labels})
     return json.dumps(groups, indent=2) + "\n"
 
 
@@ -138,6 +138,12 @@ def kubernetes_scrape_config(job_name: str = SCRAPE_JOB) -> dict[str, Any]:
             {
                 "action": "labelmap",
                 "regex": "__meta_kubernetes_service_label_sextant_io_(workspace|deployment)",
+            },
+            {
+                "source_labels": ["__meta_kubernetes_endpointslice_port_name"],
+                "regex": FLOWER_PORT_NAME,
+                "target_label": COMPONENT_LABEL,
+                "replacement": FLOWER_COMPONENT,
             },
         ],
     }

@@ -121,6 +121,9 @@ async def test_a_celery_deployments_flower_is_scraped_with_the_same_identity(
     [series] = prometheus.query('flower_worker_online{deployment="etl-prod"}')
     assert series["metric"]["worker"] == "workers-1@etl-prod"
     assert series["metric"]["workspace"] == "data-eng"
+    assert series["metric"]["component"] == "flower"
+    # The exporter's series carry no component label.
+    assert {t["labels"].get("component") for t in active} == {None, "flower"}
 
 
 async def test_first_apply_installs_rules_and_reloads_once(

@@ -53,8 +53,12 @@ async def test_the_local_runtime_gives_the_exporter_and_flower_addresses_to_file
     assert ports is not None
     assert view.metrics_address == f"127.0.0.1:{ports['statsd_web']}"
     assert view.flower_address == f"127.0.0.1:{ports['flower']}"
-    [group] = json.loads(render_file_sd(view))
-    assert group["targets"] == [view.metrics_address, view.flower_address]
-    assert group["labels"] == {"workspace": "data-eng", "deployment": "etl-prod"}
+    exporter, flower = json.loads(render_file_sd(view))
+    assert (exporter["targets"], flower["targets"]) == (
+        [view.metrics_address],
+        [view.flower_address],
+    )
+    assert exporter["labels"] == {"workspace": "data-eng", "deployment": "etl-prod"}
+    assert flower["labels"] == {**exporter["labels"], "component": "flower"}
     # A deployment being deleted is scraped no more.
     assert (leaving.metrics_address, leaving.flower_address) == (None, None)

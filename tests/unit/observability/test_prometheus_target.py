@@ -49,9 +49,13 @@ def test_file_sd_adds_a_celery_deployments_flower_with_the_same_identity() -> No
     with_flower = replace(VIEW, flower_address="10.0.0.7:5555")
     assert json.loads(render_file_sd(with_flower)) == [
         {
-            "targets": ["10.0.0.7:9102", "10.0.0.7:5555"],
+            "targets": ["10.0.0.7:9102"],
             "labels": {"workspace": "data-eng", "deployment": "etl-prod"},
-        }
+        },
+        {
+            "targets": ["10.0.0.7:5555"],
+            "labels": {"workspace": "data-eng", "deployment": "etl-prod", "component": "flower"},
+        },
     ]
     # Flower alone is still scraped while the exporter's address is unknown.
     alone = json.loads(render_file_sd(replace(with_flower, metrics_address=None)))
@@ -125,6 +129,13 @@ def test_kubernetes_scrape_job_maps_service_labels_without_touching_addresses() 
         "source_labels": ["__meta_kubernetes_endpointslice_port_name"],
         "action": "keep",
         "regex": "metrics|flower-ui",
+    } in relabel
+    # Flower's target is told apart from the exporter's (AirflowMetricsAbsent leaves it out).
+    assert {
+        "source_labels": ["__meta_kubernetes_endpointslice_port_name"],
+        "regex": "flower-ui",
+        "target_label": "component",
+        "replacement": "flower",
     } in relabel
     for rule in relabel:
         assert "__address__" not in rule.get("source_labels", [])

@@ -230,6 +230,7 @@ def test_flower_service_is_discovered_for_scraping_on_its_ui_port() -> None:
     [keep_port] = [
         r for r in kubernetes_scrape_config()["relabel_configs"]
         if r.get("source_labels") == ["__meta_kubernetes_endpointslice_port_name"]
+        and r.get("action") == "keep"
     ]  # fmt: skip
     assert re.fullmatch(keep_port["regex"], port["name"])
     assert not re.fullmatch(keep_port["regex"], "statsd-ingest")
