@@ -25,6 +25,7 @@ counter `sextant_scaling_decisions_total` counts every round.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -168,6 +169,8 @@ class _Plan:
     history: tuple[Recommendation, ...]
     last_reason: str | None
     last_desired: int | None
+    # The window as stored, to tell whether this round must rewrite it.
+    stored_window: Sequence[Any] | None = None
     # Filled only for deployments whose workers change (a view costs queries).
     view: DeploymentView | None = None
 
@@ -183,6 +186,15 @@ class _Outcome:
 
 
 @dataclass
+class _Exported:
+    """One deployment's metric children and the gauge values last set."""
+
+    children: tuple[Any, ...]
+    values: tuple[int, ...] | None
+    counters: dict[str, Any]
+
+
+@dataclass
 class RoundReport:
     deployments: int = 0
     applied: int = 0
@@ -195,8 +207,9 @@ class RoundReport:
 class ScalingService:
     def __init__(self) -> None:
         # What this process exports, and when it last deleted expired decisions.
-        self._exported: set[tuple[str, str]] = set()
+        self._exported: dict[tuple[str, str], _Exported] = {}
         self._pruned_at: datetime | None = None
+        self._had_plans = True
 
     # --- policy ---------------------------------------------------------------------------
 
@@ -308,20 +321,35 @@ class ScalingService:
     ) -> RoundReport:
         """One fleet-wide decision round (see the module docstring)."""
         report = RoundReport()
-        async with session_scope(sessionmaker) as session:
-            plans = await self._plans(session, targets)
-        report.deployments = len(plans)
-        if not plans:
-            self._export([], report)
-            return report
-        load: FleetLoad | None = None
-        if source is not None:
+
+        async def read_plans() -> list[_Plan]:
+            async with session_scope(sessionmaker) as session:
+                return await self._plans(session, targets)
+
+        async def read_load() -> FleetLoad | None:
+            if source is None:
+                report.query_failed = "Prometheus is not configured (SEXTANT_PROMETHEUS_URL)"
+                return None
             try:
-                load = fleet_load(await source.instant(FLEET_LOAD_QUERY))
+                return fleet_load(await source.instant(FLEET_LOAD_QUERY))
             except IntegrationError as exc:
                 report.query_failed = str(exc)
+                return None
+
+        if self._had_plans:
+            # The policies and the fleet's load are read at the same time: the round takes
+            # about as long as the longer of the two, not their sum.
+            plans, load = await asyncio.gather(read_plans(), read_load())
         else:
-            report.query_failed = "Prometheus is not configured (SEXTANT_PROMETHEUS_URL)"
+            # No policy last round (most installations): no query unless one appeared.
+            plans = await read_plans()
+            load = await read_load() if plans else None
+        self._had_plans = bool(plans)
+        report.deployments = len(plans)
+        if not plans:
+            report.query_failed = None
+            self._export([], report)
+            return report
         runtime = runtime_of(targets)
         outcomes = []
         for plan in plans:
@@ -348,20 +376,26 @@ class ScalingService:
         known = await self._worker_loads(source, changing, settings)
         for outcome in changing:
             await self._apply(runtime, outcome, known.get(outcome.plan.name, ()))
-        async with session_scope(sessionmaker) as session:
-            ids = [o.plan.policy_id for o in outcomes]
-            rows = {row.id: row for row in await repository.policies_by_id(session, ids)}
-            applied = [o.plan.deployment_id for o in outcomes if o.applied]
-            deployments = {d.id: d for d in await repository.deployments_by_id(session, applied)}
-            for outcome in outcomes:
-                row = rows.get(outcome.plan.policy_id)
-                if row is not None:  # else deleted with its deployment meanwhile
-                    report.stored += self._record(session, row, deployments, outcome, now)
-            if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
-                await repository.forget_decisions_before(
-                    session, now - timedelta(days=settings.decision_retention_days)
-                )
-                self._pruned_at = now
+        # Only what this round changes is loaded and written: a steady fleet writes nothing.
+        writing = [o for o in outcomes if _writes(o, now)]
+        prune = self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY
+        if writing or prune:
+            async with session_scope(sessionmaker) as session:
+                ids = [o.plan.policy_id for o in writing]
+                rows = {row.id: row for row in await repository.policies_by_id(session, ids)}
+                applied = [o.plan.deployment_id for o in writing if o.applied]
+                deployments = {
+                    d.id: d for d in await repository.deployments_by_id(session, applied)
+                }
+                for outcome in writing:
+                    row = rows.get(outcome.plan.policy_id)
+                    if row is not None:  # else deleted with its deployment meanwhile
+                        report.stored += self._record(session, row, deployments, outcome, now)
+                if prune:
+                    await repository.forget_decisions_before(
+                        session, now - timedelta(days=settings.decision_retention_days)
+                    )
+                    self._pruned_at = now
         for outcome in outcomes:
             report.reasons[outcome.reason.value] = report.reasons.get(outcome.reason.value, 0) + 1
             report.applied += int(outcome.applied)
@@ -386,6 +420,7 @@ class ScalingService:
                     history=_history(row.recommendations),
                     last_reason=row.last_reason,
                     last_desired=row.last_desired,
+                    stored_window=row.recommendations,
                 )
             )
         return plans
@@ -496,19 +531,31 @@ class ScalingService:
             labels = (plan.name, plan.workspace)
             seen.add(labels)
             current = outcome.decision.desired if outcome.applied else plan.current
-            DESIRED.labels(*labels).set(outcome.decision.desired)
-            CURRENT.labels(*labels).set(current)
-            MAX.labels(*labels).set(plan.policy.max_workers)
-            MIN.labels(*labels).set(plan.policy.min_workers)
-            DECISIONS.labels(*labels, outcome.reason.value).inc()
+            values = (
+                outcome.decision.desired, current, plan.policy.max_workers, plan.policy.min_workers
+            )  # fmt: skip
+            # Children are looked up once per deployment, and set only when a value moved.
+            exported = self._exported.get(labels)
+            if exported is None:
+                children = tuple(gauge.labels(*labels) for gauge in _GAUGES)
+                exported = self._exported[labels] = _Exported(children, None, {})
+            if exported.values != values:
+                for child, value in zip(exported.children, values, strict=True):
+                    child.set(value)
+                exported.values = values
+            counter = exported.counters.get(outcome.reason.value)
+            if counter is None:
+                counter = DECISIONS.labels(*labels, outcome.reason.value)
+                exported.counters[outcome.reason.value] = counter
+            counter.inc()
         # A deployment whose policy was disabled or deleted stops being exported.
-        for labels in self._exported - seen:
+        for labels in set(self._exported) - seen:
+            del self._exported[labels]
             for gauge in _GAUGES:
                 try:
                     gauge.remove(*labels)
                 except KeyError:
                     pass
-        self._exported = seen
 
     # --- what-if --------------------------------------------------------------------------
 
@@ -601,6 +648,17 @@ def _window_moved(stored: Sequence[Any] | None, window: list[list[float]], now: 
     if [t for t, _ in old[:-1]] != [t for t, _ in window[:-1]]:
         return True
     return bool(old) and now.timestamp() - float(old[-1][0]) >= WINDOW_REFRESH
+
+
+def _writes(outcome: _Outcome, now: datetime) -> bool:
+    """Whether the round stores anything for this deployment (`_record`'s conditions)."""
+    plan, decision = outcome.plan, outcome.decision
+    if outcome.applied or decision.desired != plan.current:
+        return True
+    if outcome.reason.value != plan.last_reason or decision.desired != plan.last_desired:
+        return True
+    window = [[r.at.timestamp(), r.workers] for r in decision.history]
+    return _window_moved(plan.stored_window, window, now)
 
 
 def _finite(value: float | None) -> float | None:

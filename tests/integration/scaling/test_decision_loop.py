@@ -205,6 +205,33 @@ async def test_steady_rounds_are_counted_but_stored_once(
     assert runtime.scaled == []
 
 
+async def test_without_any_policy_prometheus_is_not_asked_until_one_appears(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    runtime: RecordingRuntime,
+    clock: FrozenClock,
+) -> None:
+    source = app.state.context.extras[METRIC_SOURCE]
+    await scale_workers(app.state.context, [runtime])  # type: ignore[list-item]
+    source.queries.clear()
+    for _ in range(3):
+        clock.advance(10)
+        await scale_workers(app.state.context, [runtime])  # type: ignore[list-item]
+    assert source.queries == []
+    await create_workspace(client, admin, "data-eng")
+    await create_deployment(client, admin, "data-eng", "etl", worker_concurrency=4)
+    response = await client.put(
+        "/api/v1/deployments/etl/scaling-policy", json={"enabled": True}, headers=admin
+    )
+    assert response.status_code == 200, response.text
+    clock.advance(10)
+    await scale_workers(app.state.context, [runtime])  # type: ignore[list-item]
+    assert len(source.queries) == 1
+    [decision] = await decisions(client, admin, "etl")
+    assert decision["reason"] == "no_data"  # etl's exporter sends nothing
+
+
 @pytest.mark.usefixtures("fleet")
 async def test_scale_down_names_the_idle_workers_and_never_happens_on_missing_data(
     app: FastAPI,
