@@ -190,6 +190,8 @@ class LocalSettings(Group):
     postgres_bin_dir: Path = Path("/usr/lib/postgresql/15/bin")
     # Seconds a Celery worker gets to finish its running tasks after SIGTERM (warm shutdown).
     worker_grace: float = Field(default=600.0, ge=0)
+    # Each process's log file is kept under this size, with one rotated copy (`<log>.1`).
+    log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
 
 
 class SmtpSettings(Group):

@@ -20,9 +20,15 @@ local file holds exactly N lines: the upload reads that file after the try has e
 try's log is complete and the log API can say so.
 
 Delivery is at least once and duplicate-free: documents are created with an `_id` derived from
-the file, its inode and the line's byte offset (a resent batch is answered 409 and counts as
-written), and a file's position advances only after Elasticsearch accepted its lines. While
-Elasticsearch is down nothing advances; the next round sends the same lines.
+the file, its inode and generation, the line's byte offset and the line itself (a resent batch
+is answered 409 and counts as written), and a file's position advances only after Elasticsearch
+accepted its lines. While Elasticsearch is down nothing advances; the next round sends the same
+lines.
+
+Rotation: the local supervisor keeps each log under a size cap by copying it to `<log>.1` and
+emptying it (`rotate_log`). A new copy (another inode) tells the shipper that the file was
+rotated since its last round: it first ships the copy from where it had read the file to, then
+the emptied file from its start, in a new generation (the same offsets hold other lines now).
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from app.observability.fluentd import AIRFLOW_COMPONENTS, LOG_ID_TEMPLATE
 # A round reads at most this much of one file (a later round takes the rest).
 MAX_READ_BYTES = 2 * 1024 * 1024
 POSITIONS_FILE = "log-positions.json"
+# The local supervisor's rotated copy of a log (`app.runtime.local_supervisor.rotate_log`).
+ROTATED_SUFFIX = ".1"
 TASK_FIELDS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 
 SHIPPED = Counter(
@@ -91,6 +99,8 @@ class Chunk:
     inode: int
     end: int
     lines: list[tuple[int, str]] = field(default_factory=list)  # (byte offset, text)
+    # Read from the start because the file is another one or was truncated.
+    restarted: bool = False
 
 
 def component_of(path: Path) -> str | None:
@@ -156,28 +166,28 @@ def count_lines(path: Path) -> int | None:
         return None
 
 
-def read_new(path: Path, position: Mapping[str, int] | None, limit: int) -> Chunk | None:
+def read_new(path: Path, position: Mapping[str, Any] | None, limit: int) -> Chunk | None:
     """The complete lines after the position (from the start if the file changed)."""
     try:
         with path.open("rb") as handle:
             stat = os.fstat(handle.fileno())
-            start = 0
+            start, restarted = 0, bool(position)
             if position and position.get("inode") == stat.st_ino:
-                start = int(position.get("offset", 0))
+                start, restarted = int(position.get("offset", 0)), False
                 if start > stat.st_size:  # truncated: what is there now is new
-                    start = 0
+                    start, restarted = 0, True
             if start >= stat.st_size:
-                return Chunk(path, stat.st_ino, start)
+                return Chunk(path, stat.st_ino, start, restarted=restarted)
             handle.seek(start)
             data = handle.read(limit)
     except OSError:
         return None
     cut = data.rfind(b"\n") + 1
     if cut == 0:
-        if len(data) < limit:
-            return Chunk(path, stat.st_ino, start)  # half a line: wait for the rest
+        if len(data) < limit:  # half a line: wait for the rest
+            return Chunk(path, stat.st_ino, start, restarted=restarted)
         cut = len(data)  # one line longer than a whole read: ship it as it is
-    chunk = Chunk(path, stat.st_ino, start + cut)
+    chunk = Chunk(path, stat.st_ino, start + cut, restarted=restarted)
     offset = start
     for raw in data[:cut].split(b"\n"):
         text = raw.decode("utf-8", "replace").rstrip("\r")
@@ -209,33 +219,77 @@ class LogShipper:
         positions = await asyncio.to_thread(_read_positions, positions_path)
         files = sorted(p for p in (home / "logs").glob("*.log") if component_of(p))
         report = ShipReport()
+
+        async def save(name: str, position: dict[str, Any]) -> None:
+            positions[name] = position
+            await asyncio.to_thread(_write_positions, positions_path, positions)
+
         for path in files:
             component = component_of(path)
             assert component is not None
             source = Source(deployment, workspace, component, self.host)
+            position = dict(positions.get(path.name) or {})
+            copy = path.with_name(path.name + ROTATED_SUFFIX)
+            copy_inode = await asyncio.to_thread(_inode, copy)
+            if position and copy_inode is not None and copy_inode != position.get("rotated"):
+                # Rotated since the last round: the rest of what was read is in the copy.
+                await self._drain(copy, position, source, home, report)
+                gen = int(position.get("gen", 0)) + 1
+                position = {"inode": position["inode"], "offset": 0, "gen": gen}
+                position["rotated"] = copy_inode
+                await save(path.name, position)
             while True:
-                chunk = await asyncio.to_thread(
-                    read_new, path, positions.get(path.name), MAX_READ_BYTES
-                )
+                chunk = await asyncio.to_thread(read_new, path, position or None, MAX_READ_BYTES)
                 if chunk is None:
                     break
-                moved = {"inode": chunk.inode, "offset": chunk.end}
-                if moved == positions.get(path.name):
+                gen = int(position.get("gen", 0))
+                if position and chunk.restarted:
+                    gen += 1  # the same offsets hold other lines now: other document ids
+                moved = {"inode": chunk.inode, "offset": chunk.end, "gen": gen,
+                         "rotated": copy_inode}  # fmt: skip
+                if moved == position:
                     break
                 if chunk.lines:
-                    await self._send(chunk, source, home, report)
-                positions[path.name] = moved
-                await asyncio.to_thread(_write_positions, positions_path, positions)
+                    await self._send(chunk, (chunk.inode, gen), source, home, report)
+                position = moved
+                await save(path.name, position)
         SHIPPED.labels(deployment).inc(report.lines)
         return report
 
-    async def _send(self, chunk: Chunk, source: Source, home: Path, report: ShipReport) -> None:
+    async def _drain(
+        self, copy: Path, position: Mapping[str, Any], source: Source, home: Path,
+        report: ShipReport,
+    ) -> None:  # fmt: skip
+        """Ship a rotated copy from where its live file had been read to (same document ids)."""
+        key = (int(position["inode"]), int(position.get("gen", 0)))
+        offset = int(position.get("offset", 0))
+        live_name = copy.name.removesuffix(ROTATED_SUFFIX)
+        while True:
+            copy_inode = await asyncio.to_thread(_inode, copy)
+            at = {"inode": copy_inode, "offset": offset}
+            chunk = await asyncio.to_thread(read_new, copy, at, MAX_READ_BYTES)
+            if chunk is None or chunk.restarted or chunk.end == offset:
+                return
+            if chunk.lines:
+                await self._send(chunk, key, source, home, report, name=live_name)
+            offset = chunk.end
+
+    async def _send(
+        self,
+        chunk: Chunk,
+        key: tuple[int, int],
+        source: Source,
+        home: Path,
+        report: ShipReport,
+        name: str | None = None,
+    ) -> None:
         read_at = datetime.now(UTC)
         documents = [document(text, source, read_at, n) for n, (_, text) in enumerate(chunk.lines)]
-        ids = [_id(chunk.path.name, chunk.inode, at) for at, _ in chunk.lines]
+        name = name or chunk.path.name
+        ids = [_id(name, key, at, text) for at, text in chunk.lines]
         marks = await asyncio.to_thread(_end_marks, documents, home / "airflow" / "logs")
         documents += marks
-        ids += [_id(chunk.path.name, 0, 0, str(mark["log_id"])) for mark in marks]
+        ids += [_id(name, (0, 0), 0, str(mark["log_id"])) for mark in marks]
         stream = log_data_stream(source.deployment)
         try:
             for start in range(0, len(documents), self.batch):
@@ -272,12 +326,20 @@ def _end_marks(documents: Sequence[Mapping[str, Any]], task_logs: Path) -> list[
     return marks
 
 
-def _id(name: str, inode: int, at: int, extra: str = "") -> str:
-    key = f"{name}:{inode}:{at}:{extra}".encode()
-    return hashlib.blake2b(key, digest_size=15).hexdigest()
+def _id(name: str, key: tuple[int, int], at: int, extra: str = "") -> str:
+    inode, gen = key
+    text = f"{name}:{inode}:{gen}:{at}:{extra}".encode()
+    return hashlib.blake2b(text, digest_size=15).hexdigest()
 
 
-def _read_positions(path: Path) -> dict[str, dict[str, int]]:
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _read_positions(path: Path) -> dict[str, dict[str, Any]]:
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -285,7 +347,7 @@ def _read_positions(path: Path) -> dict[str, dict[str, int]]:
     return {k: v for k, v in raw.items() if isinstance(v, dict)} if isinstance(raw, dict) else {}
 
 
-def _write_positions(path: Path, positions: Mapping[str, Mapping[str, int]]) -> None:
+def _write_positions(path: Path, positions: Mapping[str, Mapping[str, Any]]) -> None:
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".positions-")
     with os.fdopen(fd, "w") as handle:
         json.dump(positions, handle)

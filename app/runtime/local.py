@@ -201,7 +201,7 @@ class LocalRuntime:
     ) -> None:
         self.settings = settings
         self.state_dir = settings.state_dir
-        self.supervisor = supervisor or Supervisor()
+        self.supervisor = supervisor or Supervisor(log_max_bytes=settings.log_max_bytes)
         # Where the deployments' task logs go (and are read back from); None keeps them local.
         self.elasticsearch_url = elasticsearch_url
         self.elasticsearch_auth = elasticsearch_auth

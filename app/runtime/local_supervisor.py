@@ -31,8 +31,10 @@ import json
 import logging
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +51,8 @@ TICK = 0.5
 BACKOFF_MAX = 60.0
 # A unit that stays up this long is considered healthy again: its crash count resets.
 STABLE_AFTER = 60.0
+# How often the logs' sizes are checked against the cap.
+ROTATE_EVERY = 30.0
 # Consecutive crashes after which a unit is reported as crash-looping rather than starting.
 CRASHLOOP_AFTER = 2
 PROBE_TIMEOUT = 2.0
@@ -434,12 +438,37 @@ class Unit:
         return found
 
 
+def rotate_log(path: Path, max_bytes: int) -> bool:
+    """Keep a process's log under `max_bytes`: copy it to `<log>.1` (the previous copy goes),
+    then empty it. The process keeps its descriptor (opened for appending), so its next line
+    starts the emptied file; the lines it wrote while the copy was made are added to the copy
+    first. Returns whether the log was rotated."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if size <= max_bytes:
+        return False
+    rotated = path.with_name(path.name + ".1")
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as copy, path.open("rb") as source:
+        shutil.copyfileobj(source, copy, 1024 * 1024)
+        copy.write(source.read())  # what was written meanwhile
+        copy.flush()
+        os.truncate(path, 0)
+    os.replace(temporary, rotated)
+    return True
+
+
 class Supervisor:
     """Keeps groups of units as desired; one monitor task on Sextant's event loop."""
 
-    def __init__(self, tick: float = TICK) -> None:
+    def __init__(self, tick: float = TICK, log_max_bytes: int | None = None) -> None:
         self.tick = tick
         self.units: dict[str, Unit] = {}
+        # Each process's log is kept under this size (one rotated copy beside it); None: no cap.
+        self.log_max_bytes = log_max_bytes
+        self._rotated_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._stops: set[asyncio.Task[None]] = set()
 
@@ -615,6 +644,22 @@ class Supervisor:
                 self._start(unit)
         if probes:
             await asyncio.gather(*probes)
+        if self.log_max_bytes is not None and now - self._rotated_at >= ROTATE_EVERY:
+            self._rotated_at = now
+            await asyncio.to_thread(self.rotate_logs)
+
+    def rotate_logs(self) -> list[str]:
+        """Rotate every unit's log that outgrew the cap; returns the units rotated."""
+        if self.log_max_bytes is None:
+            return []
+        rotated = []
+        for unit in list(self.units.values()):
+            try:
+                if rotate_log(Path(unit.spec.log_path), self.log_max_bytes):
+                    rotated.append(unit.key)
+            except OSError as exc:
+                logger.warning("rotating %s failed: %s", unit.spec.log_path, exc)
+        return rotated
 
     def _dependencies_met(self, unit: Unit) -> bool:
         for dependency in unit.spec.after:

@@ -23,6 +23,7 @@ from app.logs.schemas import ComponentLogFilter, LogComponent, TaskTry
 from app.logs.service import logs
 from app.logs.shipping import POSITIONS_FILE, LogShipper, task_log_file
 from app.observability.elasticsearch_target import log_data_stream
+from app.runtime.local_supervisor import rotate_log
 from tests.harness.components import ElasticsearchServer
 from tests.harness.process import free_port
 from tests.integration.logs.conftest import WORKSPACE, LogIndex, unique
@@ -177,3 +178,36 @@ async def test_without_the_deployments_index_template_nothing_is_created(
         f"{elasticsearch_server.url}/_resolve/index/{log_data_stream(deployment)}*"
     )
     assert resolved.json() == {"indices": [], "aliases": [], "data_streams": []}
+
+
+async def test_a_rotated_log_is_shipped_to_its_end_then_from_the_start_of_the_new_one(
+    client: ElasticsearchClient, log_index: LogIndex, tmp_path: Path
+) -> None:
+    deployment = unique("ship-rotate")
+    log_index.prepare(deployment)
+    count = 300
+    home = deployment_home(tmp_path, count)
+    worker = home / "logs" / "workers-1.log"
+    shipper = LogShipper(client, host="vm")
+    with worker.open("ab") as writer:  # the worker's output, as the supervisor opens it
+
+        def write(numbers: range) -> None:
+            writer.write(b"".join(json.dumps(task_line(n)).encode() + b"\n" for n in numbers))
+            writer.flush()
+
+        write(range(1, 101))
+        assert (await shipper.ship(deployment, WORKSPACE, home)).lines == 100
+        write(range(101, 151))  # not shipped yet when the log is rotated
+        assert rotate_log(worker, 1024)
+        write(range(151, count + 1))  # the emptied file, from offset 0 again
+    report = await shipper.ship(deployment, WORKSPACE, home)
+    assert (report.lines, report.end_marks) == (count - 100, 1)
+    lines, ended = await read_task_log(client, log_data_stream(deployment))
+    assert [line["offset"] for line in lines] == [str(n) for n in range(1, count + 1)]
+    assert ended
+    # Nothing more, and a later rotation of an already shipped file sends nothing twice.
+    assert (await shipper.ship(deployment, WORKSPACE, home)).lines == 0
+    assert rotate_log(worker, 1024)
+    assert (await shipper.ship(deployment, WORKSPACE, home)).lines == 0
+    await client.refresh(log_data_stream(deployment))
+    assert await client.count(log_data_stream(deployment)) == count + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from app.runtime.local_supervisor import (
     ReadyKind,
     backoff,
     process_start_ticks,
+    rotate_log,
     specs_from_json,
     specs_to_json,
 )
@@ -82,3 +84,28 @@ def test_a_process_is_identified_by_pid_and_start_time() -> None:
 )
 def test_readiness_says_what_is_waited_for(readiness: Readiness, words: str) -> None:
     assert words in readiness.describe()
+
+
+def test_a_log_over_the_cap_is_copied_aside_and_emptied_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "workers-1.log"
+    with log.open("ab") as writer:  # as the supervisor opens a process's output
+        writer.write(b"a" * 600 + b"\n")
+        writer.flush()
+        assert not rotate_log(log, 1000)
+        writer.write(b"b" * 600 + b"\n")
+        writer.flush()
+        assert rotate_log(log, 1000)
+        assert (
+            tmp_path / "workers-1.log.1"
+        ).read_bytes() == b"a" * 600 + b"\n" + b"b" * 600 + b"\n"
+        assert log.read_bytes() == b""
+        writer.write(b"next\n")
+        writer.flush()
+    # Appending, the writer starts the emptied file: no hole of the old size.
+    assert log.read_bytes() == b"next\n"
+    log.write_bytes(b"c" * 2000)
+    assert rotate_log(log, 1000)
+    assert (tmp_path / "workers-1.log.1").read_bytes() == b"c" * 2000  # the older copy went
+    assert not rotate_log(tmp_path / "missing.log", 1000)
