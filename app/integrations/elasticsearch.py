@@ -81,6 +81,15 @@ class BackingIndex:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """A document of a bulk request that Elasticsearch will not take as it is."""
+
+    position: int
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class StreamDeletion:
     """What deleting a data stream's documents did."""
 
@@ -368,7 +377,32 @@ class ElasticsearchClient:
         refresh: bool = False,
         ids: Sequence[str] | None = None,
     ) -> int:
-        """Append documents to `data_stream` (bulk `create`, as data streams require).
+        """Append documents to `data_stream` (bulk `create`, as data streams require); any
+        document refused fails the call (see `create_documents`)."""
+        batch = list(documents)
+        refused = await self.create_documents(data_stream, batch, refresh=refresh, ids=ids)
+        if refused:
+            first = refused[0]
+            raise for_status(
+                UPSTREAM,
+                first.status,
+                f"indexing into {data_stream}: {len(refused)} of {len(batch)} documents "
+                f"refused, first: {first.reason}",
+            )
+        return len(batch)
+
+    async def create_documents(
+        self,
+        data_stream: str,
+        documents: Sequence[Mapping[str, Any]],
+        *,
+        refresh: bool = False,
+        ids: Sequence[str] | None = None,
+    ) -> list[Refused]:
+        """Append documents to `data_stream` (bulk `create`); returns those Elasticsearch
+        refused for what they hold (400: a value that does not fit the field's type, say), and
+        raises when the batch could not be taken as a whole (no answer; an item answered 404
+        because no template makes the stream, 403, 429 or 5xx), so the caller sends it again.
 
         The target must be a data stream (or one its index template creates): a missing
         template fails the request instead of creating a plain index of that name. With `ids`,
@@ -383,27 +417,24 @@ class ElasticsearchClient:
                 action["_id"] = ids[n]
             operations += [{"create": action}, document]
         if not operations:
-            return 0
+            return []
         response = await self._call(
             f"indexing into {data_stream}",
             self._client.bulk(operations=operations, refresh=refresh, require_data_stream=True),
         )
-        if response.body.get("errors"):
-            failed = [
-                item["create"]
-                for item in response.body.get("items", [])
-                if "error" in item.get("create", {})
-                and not (ids is not None and item["create"].get("status") == 409)
-            ]
-            if failed:
-                first = failed[0]
-                raise for_status(
-                    UPSTREAM,
-                    int(first.get("status", 400)),
-                    f"indexing into {data_stream}: {len(failed)} of {len(operations) // 2} "
-                    f"documents refused, first: {error_reason({'error': first['error']})}",
-                )
-        return len(operations) // 2
+        if not response.body.get("errors"):
+            return []
+        refused: list[Refused] = []
+        for n, item in enumerate(response.body.get("items", [])):
+            result = item.get("create", {})
+            status = int(result.get("status", 200))
+            if "error" not in result or (ids is not None and status == 409):
+                continue
+            reason = error_reason({"error": result["error"]})
+            if status != 400:  # not the document: no stream (404), no right (403), busy (429)
+                raise for_status(UPSTREAM, status, f"indexing into {data_stream}: {reason}")
+            refused.append(Refused(n, status, reason))
+        return refused
 
     async def refresh(self, index: str) -> None:
         """Make everything indexed so far searchable."""

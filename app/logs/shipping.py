@@ -25,6 +25,11 @@ is answered 409 and counts as written), and a file's position advances only afte
 accepted its lines. While Elasticsearch is down nothing advances; the next round sends the same
 lines.
 
+A line Elasticsearch refuses for what it holds (a field of another type than the stream has
+for it) goes again as a plain line: its text in `event`, its other fields as JSON text in
+`sextant_fields`, the reason in `sextant_refused`. One refused even so is dropped with a warning
+and counted (`sextant_log_dropped_lines_total`): a poison line must not stop a file for ever.
+
 Rotation: the local supervisor keeps each log under a size cap by copying it to `<log>.1` and
 emptying it (`rotate_log`). A new copy (another inode) tells the shipper that the file was
 rotated since its last round: it first ships the copy from where it had read the file to, then
@@ -36,10 +41,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
+import re
 import socket
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,9 +54,12 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
+from app.integrations.elasticsearch import Refused
 from app.logs.airflow_config import END_OF_LOG_MARK, OFFSET_FIELD
 from app.observability.elasticsearch_target import log_data_stream
 from app.observability.fluentd import AIRFLOW_COMPONENTS, LOG_ID_TEMPLATE
+
+logger = logging.getLogger(__name__)
 
 # A round reads at most this much of one file (a later round takes the rest).
 MAX_READ_BYTES = 2 * 1024 * 1024
@@ -57,9 +67,20 @@ POSITIONS_FILE = "log-positions.json"
 # The local supervisor's rotated copy of a log (`app.runtime.local_supervisor.rotate_log`).
 ROTATED_SUFFIX = ".1"
 TASK_FIELDS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
+# What a refused line keeps as fields when it goes again as a plain line.
+PLAIN_FIELDS = frozenset(
+    {"@timestamp", "level", "event", "message", "log_id", "offset", "deployment", "workspace",
+     "component", "host"}
+)  # fmt: skip
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 
 SHIPPED = Counter(
     "sextant_log_shipped_lines_total", "Log lines the local log shipper sent", ["deployment"]
+)
+DROPPED = Counter(
+    "sextant_log_dropped_lines_total",
+    "Log lines Elasticsearch refused even as plain lines (dropped, with a warning)",
+    ["deployment"],
 )
 SHIP_FAILURES = Counter(
     "sextant_log_ship_failures_total",
@@ -71,14 +92,14 @@ SHIP_FAILURES = Counter(
 class DocumentSink(Protocol):
     """Where documents go (`ElasticsearchClient` in production)."""
 
-    async def index_documents(
+    async def create_documents(
         self,
         data_stream: str,
-        documents: Iterable[Mapping[str, Any]],
+        documents: Sequence[Mapping[str, Any]],
         *,
         refresh: bool = False,
         ids: Sequence[str] | None = None,
-    ) -> int: ...
+    ) -> list[Refused]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +156,30 @@ def document(line: str, source: Source, read_at: datetime, nth: int = 0) -> dict
         host=source.host,
     )
     return record
+
+
+def plain_document(refused: Mapping[str, Any], reason: str, source: Source) -> dict[str, Any]:
+    """A refused document as a plain line: the fields every line has, the rest kept as text."""
+    fields = {k: v for k, v in refused.items() if k not in PLAIN_FIELDS}
+    plain: dict[str, Any] = {
+        "@timestamp": refused.get("@timestamp"),
+        "level": str(refused["level"]) if refused.get("level") is not None else None,
+        "event": str(refused.get("event", refused.get("message", ""))),
+        "sextant_refused": reason[:1000],
+        "sextant_fields": json.dumps(fields, default=str)[:32_000],
+        "deployment": source.deployment,
+        "workspace": source.workspace,
+        "component": source.component,
+        "host": source.host,
+    }
+    if isinstance(refused.get("log_id"), str):
+        plain["log_id"] = refused["log_id"]
+    if isinstance(refused.get(OFFSET_FIELD), int):
+        plain[OFFSET_FIELD] = refused[OFFSET_FIELD]
+    stamp = plain["@timestamp"]
+    if not isinstance(stamp, str) or not _ISO.match(stamp):
+        plain["@timestamp"] = _iso(datetime.now(UTC))
+    return {k: v for k, v in plain.items() if v is not None}
 
 
 def end_mark(last: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,6 +248,8 @@ class ShipReport:
 
     lines: int = 0
     end_marks: int = 0
+    plain: int = 0  # refused as they were, stored as plain lines
+    dropped: int = 0  # refused even as plain lines
 
 
 class LogShipper:
@@ -293,16 +340,42 @@ class LogShipper:
         stream = log_data_stream(source.deployment)
         try:
             for start in range(0, len(documents), self.batch):
-                await self.sink.index_documents(
-                    stream,
-                    documents[start : start + self.batch],
-                    ids=ids[start : start + self.batch],
-                )
+                batch = documents[start : start + self.batch]
+                batch_ids = ids[start : start + self.batch]
+                refused = await self.sink.create_documents(stream, batch, ids=batch_ids)
+                if refused:
+                    await self._refused(stream, batch, batch_ids, refused, source, report)
         except Exception:
             SHIP_FAILURES.labels(source.deployment).inc()
             raise
         report.lines += len(chunk.lines)
         report.end_marks += len(marks)
+
+    async def _refused(
+        self,
+        stream: str,
+        batch: Sequence[Mapping[str, Any]],
+        ids: Sequence[str],
+        refused: Sequence[Refused],
+        source: Source,
+        report: ShipReport,
+    ) -> None:
+        """Lines Elasticsearch will not take as they are (a field of another type than the
+        stream has) go again as plain lines, whole in `event`; a line refused even so is
+        counted and dropped, so that it cannot hold back the lines after it for ever."""
+        plain = [plain_document(batch[r.position], r.reason, source) for r in refused]
+        again = await self.sink.create_documents(
+            stream, plain, ids=[ids[r.position] for r in refused]
+        )
+        report.plain += len(refused) - len(again)
+        if again:
+            report.dropped += len(again)
+            DROPPED.labels(source.deployment).inc(len(again))
+            logger.warning(
+                "log lines dropped",
+                extra={"deployment": source.deployment, "lines": len(again),
+                       "reason": again[0].reason},
+            )  # fmt: skip
 
 
 def _end_marks(documents: Sequence[Mapping[str, Any]], task_logs: Path) -> list[dict[str, Any]]:

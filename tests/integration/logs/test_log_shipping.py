@@ -211,3 +211,36 @@ async def test_a_rotated_log_is_shipped_to_its_end_then_from_the_start_of_the_ne
     assert (await shipper.ship(deployment, WORKSPACE, home)).lines == 0
     await client.refresh(log_data_stream(deployment))
     assert await client.count(log_data_stream(deployment)) == count + 1
+
+
+async def test_a_line_the_stream_refuses_goes_as_a_plain_line_and_holds_nothing_back(
+    client: ElasticsearchClient, log_index: LogIndex, tmp_path: Path
+) -> None:
+    deployment = unique("ship-refused")
+    log_index.prepare(deployment)
+    stream = log_data_stream(deployment)
+    home = deployment_home(tmp_path, 0)
+    lines = [
+        {"timestamp": "2026-12-06T10:00:00.000001Z", "level": "info", "event": "a", "rows": 5},
+        # `rows` is a number in this stream now: a word there is refused.
+        {"timestamp": "2026-12-06T10:00:00.000002Z", "level": "warning", "event": "b",
+         "rows": "many"},
+        {"timestamp": "2026-12-06T10:00:00.000003Z", "level": "info", "event": "c", "rows": 7},
+    ]  # fmt: skip
+    (home / "logs" / "scheduler.log").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    report = await LogShipper(client, host="vm").ship(deployment, WORKSPACE, home)
+    assert (report.lines, report.plain, report.dropped) == (3, 1, 0)
+    await client.refresh(stream)
+    page = await logs.component_logs(
+        client, stream, ComponentLogFilter(component=LogComponent.SCHEDULER), cursor=None, limit=10
+    )
+    assert [(line.message, line.level) for line in page.lines] == [
+        ("c", "info"), ("b", "warning"), ("a", "info"),
+    ]  # fmt: skip
+    body = {"query": {"term": {"event.keyword": "b"}}}
+    [hit] = (await client.search(stream, body))["hits"]["hits"]
+    assert "rows" not in hit["_source"]
+    assert json.loads(hit["_source"]["sextant_fields"])["rows"] == "many"
+    assert "failed to parse field [rows]" in hit["_source"]["sextant_refused"]
+    # The position moved past it: nothing is sent again.
+    assert (await LogShipper(client, host="vm").ship(deployment, WORKSPACE, home)).lines == 0
