@@ -200,13 +200,18 @@ async def test_workers_scale_up_and_down_without_killing_a_running_task(
     await api.unpause(SLOW_DAG_ID)
     run_id = await api.trigger(SLOW_DAG_ID)
     busy: list[str] = []
+    seen: dict[str, object] = {}
 
     async def running_somewhere() -> bool:
         loads = await runtime.worker_load(deployment)
+        seen["flower"] = [(w.worker, w.running_tasks) for w in loads]
+        seen["run"] = await api.run_state(SLOW_DAG_ID, run_id)
         busy[:] = [w.worker for w in loads if w.running_tasks > 0]
         return bool(busy)
 
-    await until(running_somewhere, 60, "the slow task to run on a worker")
+    # Flower learns of a started task from the worker's events, which it switches on every few
+    # seconds; on a busy two-core machine the run can take a minute to get there.
+    await until(running_somewhere, 120, "the slow task to run on a worker", lambda: str(seen))
     victim = busy[0]
     victim_unit = runtime.supervisor.unit("delta", victim)
     assert victim_unit is not None
