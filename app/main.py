@@ -36,6 +36,9 @@ from app.provisioning.targets import Target
 
 logger = logging.getLogger(__name__)
 
+# Seconds the periodic jobs running at shutdown get to finish before they are cancelled.
+SCHEDULER_STOP_GRACE = 10.0
+
 
 async def ensure_schema(settings: Settings) -> None:
     """Migrate an embedded SQLite database; refuse a PostgreSQL one that is behind."""
@@ -146,7 +149,7 @@ def create_app(
             yield
         finally:
             if scheduler is not None:
-                scheduler.shutdown(wait=False)
+                await scheduler.stop(grace=SCHEDULER_STOP_GRACE)
             await _close_clients(clients)
             await close_targets(targets)
             await engine.dispose()

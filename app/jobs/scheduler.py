@@ -7,11 +7,14 @@ own heartbeat job is what /readyz reads to know that periodic work is still runn
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from typing import Any
 from urllib.parse import urlsplit
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -59,6 +62,51 @@ DELIVERIES = Counter(
 JOB_FAILURES = Counter(
     "sextant_job_failures_total", "Per-deployment failures inside periodic jobs", ["job"]
 )
+
+
+class JobScheduler(AsyncIOScheduler):  # type: ignore[misc]
+    """An APScheduler that lets running jobs finish before the app closes what they use.
+
+    APScheduler's own shutdown cancels a running coroutine job and returns at once. The app would
+    then dispose of the database engine while the cancelled job is still rolling back on one of its
+    connections, and the job's task would outlive the app; a connection closed twice that way can
+    leave a wait that never ends. `stop` pauses the schedule, gives the running jobs `grace`
+    seconds, cancels what is left and waits for that too.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._job_tasks: set[asyncio.Task[Any]] = set()
+
+    def add_job(self, func: Callable[..., Awaitable[None]], *args: Any, **kwargs: Any) -> Any:
+        tasks = self._job_tasks
+
+        @functools.wraps(func)
+        async def tracked(*job_args: Any, **job_kwargs: Any) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.add(task)
+            try:
+                await func(*job_args, **job_kwargs)
+            finally:
+                tasks.discard(task)
+
+        return super().add_job(tracked, *args, **kwargs)
+
+    async def stop(self, grace: float) -> None:
+        """Stop scheduling, wait up to `grace` seconds for running jobs, then cancel the rest."""
+        self.pause()
+        running = {task for task in self._job_tasks if not task.done()}
+        if running:
+            _, running = await asyncio.wait(running, timeout=grace)
+        self.shutdown(wait=False)  # takes effect on the event loop's next turn
+        while self.running:
+            await asyncio.sleep(0)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=grace)
+            logger.warning("cancelled %d periodic job(s) still running at shutdown", len(running))
 
 
 async def reconcile_due(context: AppContext, targets: Sequence[Target]) -> None:
@@ -263,9 +311,9 @@ def message_host(settings: Settings) -> str:
     return urlsplit(settings.server.public_url).hostname or "sextant"
 
 
-def build_scheduler(context: AppContext, targets: Sequence[Target]) -> AsyncIOScheduler:
+def build_scheduler(context: AppContext, targets: Sequence[Target]) -> JobScheduler:
     """A scheduler with Sextant's jobs; not started."""
-    scheduler = AsyncIOScheduler(
+    scheduler = JobScheduler(
         timezone="UTC",
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
     )
