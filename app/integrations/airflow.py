@@ -10,7 +10,9 @@ listens on 127.0.0.1 only), so `GET /auth/token` hands out a token without a pas
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -106,9 +108,12 @@ class AirflowApi:
 async def flower_active_tasks(base_url: str, timeout: float = 10.0) -> dict[str, int]:
     """Tasks each Celery worker (`name@host`) has taken and not finished, as Flower knows it.
 
-    The workers come from a live inspection (so idle ones are listed with 0); the tasks from
-    Flower's event stream: received or started, not yet finished. Flower's `active` inspection
-    is not part of its workers answer, hence the two calls.
+    The workers come from a live inspection (so idle ones are listed with 0). Their tasks come
+    from two views, and per worker the larger count wins: Flower's event stream (received or
+    started, not yet finished) and a live inspection of that worker over the broker (`active`
+    and `reserved`). Flower can miss a task's events (a full test run once saw a worker's only
+    task never reported), and an inspection can go unanswered by a busy worker; a busy worker
+    must not look idle because one of the two missed it.
     """
     base = base_url.rstrip("/")
     workers = await _request(FLOWER, "GET", f"{base}/api/workers?refresh=true", timeout=timeout)
@@ -121,4 +126,27 @@ async def flower_active_tasks(base_url: str, timeout: float = 10.0) -> dict[str,
             worker = task.get("worker") if isinstance(task, dict) else None
             if worker:
                 counts[str(worker)] = counts.get(str(worker), 0) + 1
+    names = sorted(counts)
+    inspected = await asyncio.gather(
+        *(flower_inspected_tasks(base, name, timeout) for name in names)
+    )
+    for name, count in zip(names, inspected, strict=True):
+        if count is not None:
+            counts[name] = max(counts[name], count)
     return counts
+
+
+async def flower_inspected_tasks(base: str, worker: str, timeout: float = 10.0) -> int | None:
+    """The tasks one worker says it is running or holds (`active` + `reserved`); None if unsaid."""
+    url = f"{base}/api/workers?refresh=true&workername={quote(worker, safe='')}"
+    try:
+        answer = await _request(FLOWER, "GET", url, timeout=timeout)
+    except IntegrationError:
+        return None
+    info = dict(answer or {}).get(worker)
+    if not isinstance(info, dict):
+        return None
+    lists = [info.get(key) for key in ("active", "reserved")]
+    if not any(isinstance(tasks, list) for tasks in lists):
+        return None
+    return sum(len(tasks) for tasks in lists if isinstance(tasks, list))

@@ -1,29 +1,33 @@
-"""Stopping the job scheduler: running jobs finish or are cancelled and awaited, none outlives it."""
+"""Stopping the job scheduler: running jobs finish, or are cancelled and awaited."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from app.jobs.scheduler import JobScheduler
 
 
-async def _started(scheduler: JobScheduler, started: asyncio.Event) -> None:
+async def _running(job: Callable[[asyncio.Event], Awaitable[None]]) -> JobScheduler:
+    """A started scheduler whose one job has begun its first run."""
+    started = asyncio.Event()
+    scheduler = JobScheduler(timezone="UTC")
+    scheduler.add_job(job, "interval", args=(started,), seconds=60, next_run_time=datetime.now(UTC))
     scheduler.start()
     await asyncio.wait_for(started.wait(), timeout=10)
+    return scheduler
 
 
 async def test_a_running_job_finishes_before_stop_returns() -> None:
-    started, finished = asyncio.Event(), asyncio.Event()
+    finished = asyncio.Event()
 
-    async def job() -> None:
+    async def job(started: asyncio.Event) -> None:
         started.set()
         await asyncio.sleep(0.3)
         finished.set()
 
-    scheduler = JobScheduler(timezone="UTC")
-    scheduler.add_job(job, "interval", seconds=60, next_run_time=_now())
-    await _started(scheduler, started)
-
+    scheduler = await _running(job)
     await scheduler.stop(grace=5)
 
     assert finished.is_set()
@@ -31,9 +35,9 @@ async def test_a_running_job_finishes_before_stop_returns() -> None:
 
 
 async def test_a_job_over_the_grace_is_cancelled_and_its_cleanup_awaited() -> None:
-    started, cleaned_up = asyncio.Event(), asyncio.Event()
+    cleaned_up = asyncio.Event()
 
-    async def job() -> None:
+    async def job(started: asyncio.Event) -> None:
         started.set()
         try:
             await asyncio.sleep(3600)
@@ -41,10 +45,7 @@ async def test_a_job_over_the_grace_is_cancelled_and_its_cleanup_awaited() -> No
             await asyncio.sleep(0.1)  # cleanup that itself awaits, like a rollback
             cleaned_up.set()
 
-    scheduler = JobScheduler(timezone="UTC")
-    scheduler.add_job(job, "interval", seconds=60, next_run_time=_now())
-    await _started(scheduler, started)
-
+    scheduler = await _running(job)
     await scheduler.stop(grace=0.2)
 
     assert cleaned_up.is_set()
@@ -57,9 +58,3 @@ async def test_stop_without_running_jobs_returns_at_once() -> None:
     scheduler.start()
     await scheduler.stop(grace=30)
     assert not scheduler.running
-
-
-def _now():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
