@@ -14,7 +14,9 @@ the same for every model, so only the decisions differ). The autoscalers see que
   Sextant   every 10 s, through Prometheus (the value of up to one 15 s scrape ago), default
             policy: ceil(load / tasks_per_worker) in [1, 10], +4 workers per decision at most,
             down only to the highest recommendation of the last 300 s (`--down-window`, the
-            policy's `scale_down_window_seconds`); fail-static never fires here (no gaps).
+            policy's `scale_down_window_seconds`), in one step, with flap damping growing that
+            window up to 1200 s (`--down-window-max`, `scale_down_window_max_seconds`; 0 turns
+            it off); fail-static never fires here (no gaps).
   HPA       defaults (kubernetes pkg/apis/autoscaling/v2/defaults.go, peers.md A3): 15 s sync,
             tolerance 0.1 on current/target, scale-up max(100 %, 4 pods) per 15 s, scale-down
             300 s stabilization then 100 % per 15 s; AverageValue target = tasks_per_worker; the
@@ -29,7 +31,8 @@ Printed per trace, seed and model: replica changes per true level shift (target 
 worker-minutes; with one seed, also each model's replica changes and longest wait. A seed draws
 the levels, the arrivals and the bursts; the targets are met only if met on every seed.
 
-Run: `uv run python -m bench.flapping [--minutes 120] [--seed 1 2 ...] [--down-window 300]`
+Run: `uv run python -m bench.flapping [--minutes 120] [--seed 1 2 ...] [--down-window 300]
+[--down-window-max 1200]`
 (about 1 s per seed, no servers; seeds 1 to 10 by default).
 """
 
@@ -44,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from app.scaling.policy import Observation, Policy, Recommendation, decide
+from app.scaling.policy import Damping, Observation, Policy, Recommendation, decide
 from bench._alerting_common import p95, table, verdict
 
 PER_WORKER = 8
@@ -122,22 +125,23 @@ def _poisson(rng: random.Random, mean: float) -> int:
 Scaler = Callable[[int, Callable[[int], float], int], int]
 
 
-def sextant(down_window: int = 300) -> Scaler:
+def sextant(down_window: int = 300, down_window_max: int = 1200) -> Scaler:
     policy = Policy(
-        MIN_WORKERS, MAX_WORKERS, PER_WORKER, down_window=timedelta(seconds=down_window)
-    )
+        MIN_WORKERS, MAX_WORKERS, PER_WORKER, down_window=timedelta(seconds=down_window),
+        down_window_max=timedelta(seconds=down_window_max),
+    )  # fmt: skip
     history: tuple[Recommendation, ...] = ()
+    damping = Damping()
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
 
     def step(now: int, load_at: Callable[[int], float], current: int) -> int:
-        nonlocal history
+        nonlocal history, damping
         if now % 10:
             return current
         seen = load_at(now - now % SCRAPE)  # the last scrape's value
-        decision = decide(
-            policy, current, Observation(seen, 0), history, t0 + timedelta(seconds=now)
-        )
-        history = decision.history
+        at = t0 + timedelta(seconds=now)
+        decision = decide(policy, current, Observation(seen, 0), history, at, damping=damping)
+        history, damping = decision.history, decision.damping
         return decision.desired
 
     return step
@@ -289,10 +293,11 @@ MODELS = (SEXTANT, HPA, KEDA)
 
 
 def run(make: Callable[[int, random.Random], Trace], minutes: int, seed: int,
-        down_window: int) -> SeedResult:  # fmt: skip
+        down_window: int, down_window_max: int = 1200) -> SeedResult:  # fmt: skip
     """One trace of one seed through the three models."""
     trace = make(minutes, random.Random(seed))
-    scalers = {SEXTANT: (sextant(down_window), MIN_WORKERS), HPA: (hpa(), MIN_WORKERS),
+    scalers = {SEXTANT: (sextant(down_window, down_window_max), MIN_WORKERS),
+               HPA: (hpa(), MIN_WORKERS),
                KEDA: (keda(), 0)}  # fmt: skip
     outcomes = {name: simulate(trace, scaler, start) for name, (scaler, start) in scalers.items()}
     return SeedResult(seed, trace, outcomes)
@@ -305,16 +310,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--down-window", type=int, default=300, help="Sextant's scale-down window, seconds"
     )
+    parser.add_argument(
+        "--down-window-max", type=int, default=1200,
+        help="the longest flap damping makes Sextant's window, seconds (0: no damping)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     print(
         f"flapping: {args.minutes} min per trace, levels shift every {LEVEL_SECONDS // 60} min, "
         f"{PER_WORKER} tasks per worker, workers in [{MIN_WORKERS}, {MAX_WORKERS}] "
         f"(KEDA [0, {MAX_WORKERS}]), worker start-up {STARTUP} s, Sextant's down window "
-        f"{args.down_window} s, seeds {' '.join(map(str, args.seed))}"
+        f"{args.down_window} s (damped up to {args.down_window_max} s), "
+        f"seeds {' '.join(map(str, args.seed))}"
     )
     ok = True
     for make in (sawtooth, bursty):
-        results = [run(make, args.minutes, seed, args.down_window) for seed in args.seed]
+        results = [
+            run(make, args.minutes, seed, args.down_window, args.down_window_max)
+            for seed in args.seed
+        ]
         print(f"\n{make.__name__}:")
         if len(results) == 1:
             print(_detail(results[0]))

@@ -32,11 +32,15 @@ class ScalingPolicy(Base):
     scale_up_limit: Mapped[int] = mapped_column(default=4)
     scale_up_limit_kind: Mapped[str] = mapped_column(String(16), default="pods")
     scale_down_window_seconds: Mapped[int] = mapped_column(default=300)
+    # Flap damping grows the window up to this (no growth when not above the window).
+    scale_down_window_max_seconds: Mapped[int] = mapped_column(default=1200)
     # Only tasks of this Celery queue count (None: every task of the executor).
     queue: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(default=utc_now, onupdate=utc_now)
     # Loop state: [[unix seconds, workers], ...] recommended within the window.
     recommendations: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Loop state: the flap damping (`policy.Damping` as Unix seconds); None until it matters.
+    damping: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The last decision's reason, desired and current, so unchanged rounds are not stored again.
     last_reason: Mapped[str | None] = mapped_column(String(32))
     last_desired: Mapped[int | None]

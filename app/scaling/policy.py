@@ -7,8 +7,16 @@ The maths follows KEDA's `AverageValue` and the HPA's behaviour, with Celery's n
    on missing data) and the reason says what was wrong;
 2. recommendation: `ceil((queued + running) / tasks_per_worker)`, clamped to [min, max];
 3. scale-down stabilization: going down, only to the highest recommendation of the window
-   (HPA's "highest recommendation for the last 300 s");
-4. scale-up limit: at most `up_limit` pods, or `up_limit` percent of the current workers (at
+   (HPA's "highest recommendation for the last 300 s"), and in one step: while the window still
+   holds the load's way down (its older half recommends more than its newer half) the workers
+   stay, for at most half a window, so that a load falling over a minute or two is followed by
+   one change instead of a staircase of them;
+4. flap damping: workers that must come back within a window of having gone down are a flap;
+   each flap doubles the window (up to `down_window_max`), and each window without one halves
+   it again (down to `down_window`). A load that bursts every few minutes then keeps its burst
+   capacity instead of paying a scale-up and a scale-down per burst; a quiet load keeps the
+   short window;
+5. scale-up limit: at most `up_limit` pods, or `up_limit` percent of the current workers (at
    least one), per decision.
 
 No I/O and no clock of its own: the caller passes `now`, so tests and the what-if simulator
@@ -19,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -68,6 +76,23 @@ class Policy:
     up_limit: int = 4
     up_limit_kind: LimitKind = LimitKind.PODS
     down_window: timedelta = timedelta(seconds=300)
+    # The longest the window grows to under flap damping (no growth if not above down_window).
+    down_window_max: timedelta = timedelta(seconds=1200)
+
+
+@dataclass(frozen=True, slots=True)
+class Damping:
+    """What the loop remembers besides the window's recommendations (all None at first)."""
+
+    # The scale-down window now in force; None: the policy's `down_window`.
+    window: timedelta | None = None
+    # When the workers last went down, last flapped (the window grew), and when the window
+    # was last halved for calm.
+    last_down: datetime | None = None
+    last_flap: datetime | None = None
+    halved_at: datetime | None = None
+    # Since when a scale-down has been held because the window still holds the way down.
+    held_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +122,7 @@ class Decision:
     # The recommendations still inside the window, this round's included.
     history: tuple[Recommendation, ...] = field(default_factory=tuple)
     load: float | None = None
+    damping: Damping = field(default_factory=Damping)
 
     @property
     def changes(self) -> bool:
@@ -151,6 +177,22 @@ def up_step(current: int, policy: Policy) -> int:
     return max(1, policy.up_limit)
 
 
+def settle(damping: Damping, policy: Policy, now: datetime) -> Damping:
+    """The damping in force at `now`: the window within the policy's bounds, halved once for
+    every whole window the workers have stayed down since the last flap."""
+    base = policy.down_window
+    window = min(max(base, policy.down_window_max), max(base, damping.window or base))
+    halved = damping.halved_at
+    down, flap = damping.last_down, damping.last_flap
+    if down is not None and (flap is None or down > flap):
+        clock = max(down, halved) if halved is not None else down
+        while window > base and now - clock >= window:
+            clock += window
+            window = max(base, window / 2)
+            halved = clock
+    return replace(damping, window=None if window == base else window, halved_at=halved)
+
+
 def decide(
     policy: Policy,
     current: int,
@@ -158,19 +200,31 @@ def decide(
     history: Sequence[Recommendation],
     now: datetime,
     max_age: float = 90.0,
+    damping: Damping = Damping(),
 ) -> Decision:
     """The number of workers to run now, and why."""
-    kept = tuple(r for r in history if now - r.at < policy.down_window and r.at <= now)
+    damping = settle(damping, policy, now)
+    span = damping.window or policy.down_window
+    kept = tuple(r for r in history if now - r.at < span and r.at <= now)
     failed = fail_static_reason(observation, max_age)
     if failed is not None:
-        return Decision(current, None, failed, kept)
+        return Decision(current, None, failed, kept, damping=damping)
     load = (observation.queued or 0.0) + (observation.running or 0.0)
     recommended = recommend(load, policy)
     window = compress((*kept, Recommendation(now, recommended)))
+    held_since = None
     if recommended < current:
         # Stabilized: the highest recommendation of the window, but never above what runs
         # (unless the bounds moved under it).
-        desired = clamp(min(current, max(r.workers for r in window)), policy)
+        highest = max(r.workers for r in window)
+        desired = clamp(min(current, highest), policy)
+        newer = max((r.workers for r in window if now - r.at < span / 2), default=recommended)
+        if newer < highest < current <= policy.max_workers:
+            # The window still holds the way down: wait (half a window at most) to go down
+            # once, to where the load has settled.
+            held_since = damping.held_since or now
+            if now - held_since < span / 2:
+                desired = current
     else:
         desired = recommended
     reason = Reason.STEADY
@@ -181,8 +235,15 @@ def decide(
             desired, reason = limit, Reason.SCALE_UP_LIMITED
         else:
             reason = Reason.SCALE_UP
+        if damping.last_down is not None and now - damping.last_down < span:
+            # A flap: back up within a window of going down. The window doubles.
+            grown = min(max(policy.down_window, policy.down_window_max), span * 2)
+            if grown > policy.down_window:
+                damping = replace(damping, window=grown, last_flap=now)
     elif desired < current:
         reason = Reason.SCALE_DOWN
+        damping = replace(damping, last_down=now)
     elif recommended < current:
         reason = Reason.HELD_BY_WINDOW
-    return Decision(desired, recommended, reason, window, load)
+    damping = replace(damping, held_since=held_since)
+    return Decision(desired, recommended, reason, window, load, damping)

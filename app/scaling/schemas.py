@@ -35,6 +35,14 @@ class PolicyUpdate(BaseModel):
         le=3600,
         description="Scale down only to the highest recommendation of this window",
     )
+    scale_down_window_max_seconds: int = Field(
+        default=1200,
+        ge=0,
+        le=86400,
+        description="Flap damping: each time workers come back within a window of going down, "
+        "the window doubles, up to this; each window they stay down halves it again "
+        "(no damping when not above scale_down_window_seconds)",
+    )
     queue: str | None = Field(
         default=None,
         min_length=1,

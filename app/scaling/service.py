@@ -61,6 +61,7 @@ from app.scaling.load import (
 )
 from app.scaling.models import ScalingDecision, ScalingPolicy
 from app.scaling.policy import (
+    Damping,
     Decision,
     LimitKind,
     Observation,
@@ -135,6 +136,7 @@ def effective_policy(policy: ScalingPolicy | None, deployment: Deployment) -> Po
         policy.scale_up_limit,
         LimitKind(policy.scale_up_limit_kind),
         timedelta(seconds=policy.scale_down_window_seconds),
+        timedelta(seconds=policy.scale_down_window_max_seconds),
     )
 
 
@@ -148,6 +150,40 @@ def _descending(name: str) -> tuple[int, str]:
     # Among equally idle workers the newest (highest-numbered) leaves first.
     digits = "".join(c for c in name if c.isdigit())
     return (-int(digits) if digits else 0, name)
+
+
+_DAMPING_TIMES = ("last_down", "last_flap", "halved_at", "held_since")
+
+
+def _damping(raw: Mapping[str, Any] | None) -> Damping:
+    """The stored damping state (anything unreadable counts as none)."""
+    if not isinstance(raw, Mapping):
+        return Damping()
+    try:
+        window = raw.get("window")
+        times = {
+            name: datetime.fromtimestamp(float(raw[name]), UTC)
+            for name in _DAMPING_TIMES
+            if raw.get(name) is not None
+        }
+        return Damping(
+            window=timedelta(seconds=float(window)) if window is not None else None, **times
+        )
+    except (TypeError, ValueError, OverflowError):
+        return Damping()
+
+
+def _damping_json(damping: Damping) -> dict[str, Any] | None:
+    if damping == Damping():
+        return None
+    out: dict[str, Any] = {
+        name: value.timestamp()
+        for name in _DAMPING_TIMES
+        if (value := getattr(damping, name)) is not None
+    }
+    if damping.window is not None:
+        out["window"] = damping.window.total_seconds()
+    return out
 
 
 def _history(raw: Sequence[Any] | None) -> tuple[Recommendation, ...]:
@@ -167,10 +203,12 @@ class _Plan:
     queue: str | None
     current: int
     history: tuple[Recommendation, ...]
+    damping: Damping
     last_reason: str | None
     last_desired: int | None
-    # The window as stored, to tell whether this round must rewrite it.
+    # The window and damping as stored, to tell whether this round must rewrite them.
     stored_window: Sequence[Any] | None = None
+    stored_damping: Mapping[str, Any] | None = None
     # Filled only for deployments whose workers change (a view costs queries).
     view: DeploymentView | None = None
 
@@ -360,7 +398,7 @@ class ScalingService:
             )
             decision = decide(
                 plan.policy, plan.current, observation, plan.history, now,
-                settings.max_sample_age,
+                settings.max_sample_age, plan.damping,
             )  # fmt: skip
             outcome = _Outcome(plan, decision, observation, decision.reason)
             if report.query_failed and decision.reason is Reason.METRICS_UNAVAILABLE:
@@ -418,9 +456,11 @@ class ScalingService:
                     queue=row.queue,
                     current=current_workers(deployment),
                     history=_history(row.recommendations),
+                    damping=_damping(row.damping),
                     last_reason=row.last_reason,
                     last_desired=row.last_desired,
                     stored_window=row.recommendations,
+                    stored_damping=row.damping,
                 )
             )
         return plans
@@ -489,6 +529,9 @@ class ScalingService:
         window = [[r.at.timestamp(), r.workers] for r in decision.history]
         if _window_moved(row.recommendations, window, now):
             row.recommendations = window
+        damping = _damping_json(decision.damping)
+        if damping != row.damping:
+            row.damping = damping
         stored = 0
         if (
             decision.desired != plan.current
@@ -656,6 +699,8 @@ def _writes(outcome: _Outcome, now: datetime) -> bool:
     if outcome.applied or decision.desired != plan.current:
         return True
     if outcome.reason.value != plan.last_reason or decision.desired != plan.last_desired:
+        return True
+    if _damping_json(decision.damping) != plan.stored_damping:
         return True
     window = [[r.at.timestamp(), r.workers] for r in decision.history]
     return _window_moved(plan.stored_window, window, now)

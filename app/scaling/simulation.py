@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from app.scaling.policy import Decision, Observation, Policy, Reason, Recommendation, decide
+from app.scaling.policy import (
+    Damping,
+    Decision,
+    Observation,
+    Policy,
+    Reason,
+    Recommendation,
+    decide,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +63,15 @@ def replay(
     result = Replay(peak_workers=start_workers)
     workers = start_workers
     history: tuple[Recommendation, ...] = ()
+    damping = Damping()
     # When each running worker started; those younger than `startup` take no task yet.
     started: list[float] = [float("-inf")] * start_workers
     waiting_since: float | None = None
     for index, point in enumerate(points):
         now = datetime.fromtimestamp(point.at, UTC)
-        decision: Decision = decide(
-            policy, workers, Observation(point.queued, point.running), history, now, max_age
-        )
-        history = decision.history
+        observation = Observation(point.queued, point.running)
+        decision: Decision = decide(policy, workers, observation, history, now, max_age, damping)
+        history, damping = decision.history, decision.damping
         if decision.recommended is None:
             result.fail_static_points += 1
         if decision.desired != workers or index == 0:

@@ -31,6 +31,7 @@ async def test_a_deployment_without_policy_reads_disabled_defaults_from_its_spec
     assert body["enabled"] is False
     assert body["effective"] == {"min_workers": 1, "max_workers": 8, "tasks_per_worker": 6}
     assert body["scale_down_window_seconds"] == 300
+    assert body["scale_down_window_max_seconds"] == 1200
     assert body["current_workers"] == 1
 
 
@@ -40,7 +41,8 @@ async def test_put_replaces_the_policy_and_get_returns_it(
     wanted = {
         "enabled": True, "min_workers": 2, "max_workers": 5, "tasks_per_worker": 4,
         "scale_up_limit": 50, "scale_up_limit_kind": "percent",
-        "scale_down_window_seconds": 120, "queue": "default",
+        "scale_down_window_seconds": 120, "scale_down_window_max_seconds": 600,
+        "queue": "default",
     }  # fmt: skip
     put = await client.put(POLICY, json=wanted, headers=admin)
     assert put.status_code == 200, put.text
@@ -68,6 +70,8 @@ async def test_put_replaces_the_policy_and_get_returns_it(
         ({"scale_up_limit_kind": "nodes"}, "scale_up_limit_kind"),
         ({"scale_down_window_seconds": -1}, "scale_down_window_seconds"),
         ({"scale_down_window_seconds": 3601}, "scale_down_window_seconds"),
+        ({"scale_down_window_max_seconds": -5}, "scale_down_window_max_seconds"),
+        ({"scale_down_window_max_seconds": "long"}, "scale_down_window_max_seconds"),
         ({"queue": "a b"}, "queue"),
         ({"enabled": "maybe"}, "enabled"),
         ({"replicas": 3}, "replicas"),

@@ -8,8 +8,8 @@ import pytest
 
 from app.deployments.models import Deployment
 from app.scaling.models import ScalingPolicy
-from app.scaling.policy import LimitKind, Recommendation, compress
-from app.scaling.service import _window_moved, effective_policy
+from app.scaling.policy import Damping, LimitKind, Recommendation, compress
+from app.scaling.service import _damping, _damping_json, _window_moved, effective_policy
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -25,11 +25,13 @@ def test_without_a_policy_the_deployment_decides() -> None:
 
 def test_a_policy_sets_its_own_numbers() -> None:
     row = ScalingPolicy(min_workers=3, max_workers=5, tasks_per_worker=6, scale_up_limit=50,
-                        scale_up_limit_kind="percent", scale_down_window_seconds=60)  # fmt: skip
+                        scale_up_limit_kind="percent", scale_down_window_seconds=60,
+                        scale_down_window_max_seconds=900)  # fmt: skip
     policy = effective_policy(row, deployment())
     assert (policy.min_workers, policy.max_workers, policy.tasks_per_worker) == (3, 5, 6)
     assert (policy.up_limit, policy.up_limit_kind) == (50, LimitKind.PERCENT)
     assert policy.down_window == timedelta(seconds=60)
+    assert policy.down_window_max == timedelta(seconds=900)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +47,8 @@ def test_the_deployments_bounds_win_when_they_moved(
     stored: tuple[int, int], bounds: tuple[int, int], expected: tuple[int, int]
 ) -> None:
     row = ScalingPolicy(min_workers=stored[0], max_workers=stored[1], scale_up_limit=4,
-                        scale_up_limit_kind="pods", scale_down_window_seconds=300)  # fmt: skip
+                        scale_up_limit_kind="pods", scale_down_window_seconds=300,
+                        scale_down_window_max_seconds=1200)  # fmt: skip
     policy = effective_policy(row, deployment(*bounds))
     assert (policy.min_workers, policy.max_workers) == expected
 
@@ -73,3 +76,14 @@ def test_the_stored_window_is_rewritten_when_values_move_or_it_is_a_minute_old()
     old = [[now - 30, 5], [now - 60, 3]]
     assert _window_moved(old, [[now - 30, 5], [now, 3]], T0)
     assert _window_moved([], [[now, 3]], T0)
+
+
+def test_the_damping_state_survives_storage_and_bad_rows_count_as_none() -> None:
+    state = Damping(window=timedelta(seconds=600), last_down=T0, last_flap=T0 + timedelta(1))
+    stored = _damping_json(state)
+    assert stored == {"window": 600.0, "last_down": T0.timestamp(),
+                      "last_flap": (T0 + timedelta(1)).timestamp()}  # fmt: skip
+    assert _damping(stored) == state
+    assert _damping_json(Damping()) is None
+    for bad in (None, [], {"window": "long"}, {"last_down": "yesterday"}, {"halved_at": 1e300}):
+        assert _damping(bad) == Damping()  # type: ignore[arg-type]

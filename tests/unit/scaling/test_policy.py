@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.scaling.policy import (
+    Damping,
     LimitKind,
     Observation,
     Policy,
@@ -29,11 +30,14 @@ def run(rows: list[Row], policy: Policy = POLICY, start: int = 1, max_age: float
     """Step the policy through the rows, feeding each decision's workers and window back."""
     current = start
     history: tuple[Recommendation, ...] = ()
+    damping = Damping()
     for seconds, queued, running, workers, reason in rows:
         now = T0 + timedelta(seconds=seconds)
-        decision = decide(policy, current, Observation(queued, running), history, now, max_age)
+        decision = decide(
+            policy, current, Observation(queued, running), history, now, max_age, damping
+        )
         assert (seconds, decision.desired, decision.reason) == (seconds, workers, reason)
-        current, history = decision.desired, decision.history
+        current, history, damping = decision.desired, decision.history, decision.damping
 
 
 def test_a_burst_scales_up_at_once_within_the_step_limit() -> None:
@@ -58,9 +62,74 @@ def test_after_a_burst_workers_stay_for_the_window_then_go_to_the_minimum() -> N
         (200, 0, 0, 10, Reason.HELD_BY_WINDOW),
         (299, 0, 0, 10, Reason.HELD_BY_WINDOW),
         # The 40-task recommendation of t=0 leaves the 300 s window; t=10 said 3.
-        (300, 0, 0, 3, Reason.SCALE_DOWN),
+        # Then the window still holds the way down (t=10 said 3, the newer half says 1):
+        # the workers stay until it has left, and go down once.
+        (300, 0, 0, 10, Reason.HELD_BY_WINDOW),
         (310, 0, 0, 1, Reason.SCALE_DOWN),
     ], policy=Policy(1, 10, 4, up_limit=100), start=1)  # fmt: skip
+
+
+def test_a_load_falling_for_longer_than_half_a_window_is_followed_down() -> None:
+    """The one-step scale-down waits for the way down at most half a window."""
+    rows: list[Row] = [(0, 40, 0, 10, Reason.SCALE_UP)]
+    # From t=10 the load falls by one worker's worth every 60 s: 9, 8, 7, ... workers.
+    rows += [(10 + 60 * k, 4 * (9 - k), 0, 10, Reason.HELD_BY_WINDOW) for k in range(5)]
+    # t=300: the t=0 recommendation has left; the window (t=10: 9) is falling: held...
+    rows += [(300, 16, 0, 10, Reason.HELD_BY_WINDOW), (440, 16, 0, 10, Reason.HELD_BY_WINDOW)]
+    # ...for half a window (150 s) at most, then down to the window's highest (t=190: 6).
+    rows += [(450, 16, 0, 6, Reason.SCALE_DOWN)]
+    run(rows, policy=Policy(1, 10, 4, up_limit=100))
+
+
+def test_a_flap_doubles_the_window_and_calm_halves_it_again() -> None:
+    policy = Policy(1, 10, 4, up_limit=100, down_window_max=timedelta(seconds=1200))
+    run([
+        (0, 40, 0, 10, Reason.SCALE_UP),
+        (10, 0, 0, 10, Reason.HELD_BY_WINDOW),
+        (300, 0, 0, 1, Reason.SCALE_DOWN),
+        # Back up 100 s after going down (within the 300 s window): a flap, window 600 s.
+        (400, 40, 0, 10, Reason.SCALE_UP),
+        (410, 0, 0, 10, Reason.HELD_BY_WINDOW),
+        (999, 0, 0, 10, Reason.HELD_BY_WINDOW),
+        (1000, 0, 0, 1, Reason.SCALE_DOWN),
+        # 600 s down without coming back: calm, the window is 300 s again. This burst,
+        # 1000 s after going down, is no flap; its workers go after 300 s.
+        (2000, 40, 0, 10, Reason.SCALE_UP),
+        (2299, 0, 0, 10, Reason.HELD_BY_WINDOW),
+        (2300, 0, 0, 1, Reason.SCALE_DOWN),
+    ], policy=policy)  # fmt: skip
+
+
+def test_repeated_flaps_grow_the_window_up_to_its_maximum_only() -> None:
+    policy = Policy(1, 10, 4, up_limit=100, down_window_max=timedelta(seconds=1000))
+    damping = Damping()
+    current, history = 1, ()
+    down_after = []
+    at = 0
+    for _ in range(4):
+        # A burst, then nothing until the workers go; then the next burst 60 s later.
+        start = at
+        now = T0 + timedelta(seconds=at)
+        decision = decide(policy, current, Observation(40, 0), history, now, 90, damping)
+        current, history, damping = decision.desired, decision.history, decision.damping
+        while current > 1:
+            at += 10
+            now = T0 + timedelta(seconds=at)
+            decision = decide(policy, current, Observation(0, 0), history, now, 90, damping)
+            current, history, damping = decision.desired, decision.history, decision.damping
+        down_after.append(at - start)
+        at += 60
+    # 300 s, then 600 (one flap), then the maximum of 1000 (two and three flaps).
+    assert down_after == [300, 600, 1000, 1000]
+
+
+def test_no_damping_when_the_maximum_is_not_above_the_window() -> None:
+    run([
+        (0, 40, 0, 10, Reason.SCALE_UP),
+        (300, 0, 0, 1, Reason.SCALE_DOWN),
+        (400, 40, 0, 10, Reason.SCALE_UP),
+        (700, 0, 0, 1, Reason.SCALE_DOWN),
+    ], policy=Policy(1, 10, 4, up_limit=100, down_window_max=timedelta(0)))  # fmt: skip
 
 
 def test_a_sawtooth_shorter_than_the_window_scales_up_once_and_down_once() -> None:
