@@ -143,8 +143,10 @@ def _window_params(window: timedelta | None) -> dict[str, Any]:
 
 
 def _sample(item: Mapping[str, Any]) -> Sample:
-    labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
-    value = item.get("value") or [0, "NaN"]
+    # Prometheus' label names and values are JSON strings already: the mapping is used as it
+    # came (a fleet query answers thousands of series; copying each costs a round measurably).
+    labels = item.get("metric") or {}
+    value = item.get("value") or (0, "NaN")
     return Sample(labels, float(value[1]))
 
 

@@ -36,7 +36,9 @@ class ScalingPolicy(Base):
     scale_down_window_max_seconds: Mapped[int] = mapped_column(default=1200)
     # Only tasks of this Celery queue count (None: every task of the executor).
     queue: Mapped[str | None] = mapped_column(String(200))
-    updated_at: Mapped[datetime] = mapped_column(default=utc_now, onupdate=utc_now)
+    # When a user last changed the policy (the loop's own state below does not move it; the
+    # loop reads its policies again when this moves).
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
     # Loop state: [[unix seconds, workers], ...] recommended within the window.
     recommendations: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # Loop state: the flap damping (`policy.Damping` as Unix seconds); None until it matters.

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import pairwise
 
 
 class LimitKind(StrEnum):
@@ -134,12 +135,11 @@ def fail_static_reason(observation: Observation, max_age: float) -> Reason | Non
     """Why the observation cannot be used, or None when it can."""
     if observation.unavailable:
         return Reason.METRICS_UNAVAILABLE
-    values = (observation.queued, observation.running)
-    if all(v is None for v in values):
-        return Reason.NO_DATA
-    if any(v is None for v in values):
-        return Reason.PARTIAL_DATA
-    if any(v is not None and (not math.isfinite(v) or v < 0) for v in values):
+    queued, running = observation.queued, observation.running
+    if queued is None or running is None:
+        return Reason.NO_DATA if queued is None and running is None else Reason.PARTIAL_DATA
+    # NaN fails both comparisons; infinities fail the upper one.
+    if not (0 <= queued < math.inf and 0 <= running < math.inf):
         return Reason.INVALID_DATA
     age = observation.age
     if age is not None and (not math.isfinite(age) or age > max_age):
@@ -156,6 +156,19 @@ def compress(window: Sequence[Recommendation]) -> tuple[Recommendation, ...]:
             kept.pop()
         kept.append(recommendation)
     return tuple(kept)
+
+
+def _pushed(
+    window: tuple[Recommendation, ...], newest: Recommendation
+) -> tuple[Recommendation, ...]:
+    """`compress` of the window plus its newest recommendation, in the usual case (the window
+    already compressed: older first, each higher than the next) without sorting it again."""
+    if any(a.at > b.at or a.workers <= b.workers for a, b in pairwise(window)):
+        return compress((*window, newest))
+    kept = len(window)
+    while kept and window[kept - 1].workers <= newest.workers and window[kept - 1].at <= newest.at:
+        kept -= 1
+    return (*window[:kept], newest)
 
 
 def clamp(workers: int, policy: Policy) -> int:
@@ -190,7 +203,10 @@ def settle(damping: Damping, policy: Policy, now: datetime) -> Damping:
             clock += window
             window = max(base, window / 2)
             halved = clock
-    return replace(damping, window=None if window == base else window, halved_at=halved)
+    kept = None if window == base else window
+    if kept == damping.window and halved == damping.halved_at:
+        return damping
+    return replace(damping, window=kept, halved_at=halved)
 
 
 def decide(
@@ -211,7 +227,7 @@ def decide(
         return Decision(current, None, failed, kept, damping=damping)
     load = (observation.queued or 0.0) + (observation.running or 0.0)
     recommended = recommend(load, policy)
-    window = compress((*kept, Recommendation(now, recommended)))
+    window = _pushed(kept, Recommendation(now, recommended))
     held_since = None
     if recommended < current:
         # Stabilized: the highest recommendation of the window, but never above what runs
@@ -245,5 +261,6 @@ def decide(
         damping = replace(damping, last_down=now)
     elif recommended < current:
         reason = Reason.HELD_BY_WINDOW
-    damping = replace(damping, held_since=held_since)
+    if held_since != damping.held_since:
+        damping = replace(damping, held_since=held_since)
     return Decision(desired, recommended, reason, window, load, damping)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import PageParams, fetch_page
@@ -21,18 +22,78 @@ async def policy_of(session: AsyncSession, deployment_id: int) -> ScalingPolicy 
     )
 
 
-async def enabled(
-    session: AsyncSession,
-) -> Sequence[tuple[ScalingPolicy, Deployment, str]]:
-    """Every enabled policy of a deployment that is not being deleted, with its workspace."""
+class LoopPolicy(NamedTuple):
+    """The columns of a policy the decision loop reads (no ORM object: the loop reads them all,
+    every round)."""
+
+    id: int
+    deployment_id: int
+    min_workers: int | None
+    max_workers: int | None
+    tasks_per_worker: int | None
+    scale_up_limit: int
+    scale_up_limit_kind: str
+    scale_down_window_seconds: int
+    scale_down_window_max_seconds: int
+    queue: str | None
+    recommendations: list[Any] | None
+    damping: dict[str, Any] | None
+    last_reason: str | None
+    last_desired: int | None
+
+
+class LoopDeployment(NamedTuple):
+    """The columns of a deployment the decision loop reads, with its workspace's name."""
+
+    id: int
+    name: str
+    executor: str
+    min_workers: int
+    max_workers: int
+    worker_concurrency: int
+    # components.workers.replicas, read in the database rather than the whole spec here.
+    replicas: int | None
+    workspace: str
+
+
+_POLICY_COLUMNS = [getattr(ScalingPolicy, name) for name in LoopPolicy._fields]
+_DEPLOYMENT_COLUMNS = [
+    Deployment.id,
+    Deployment.name,
+    Deployment.executor,
+    Deployment.min_workers,
+    Deployment.max_workers,
+    Deployment.worker_concurrency,
+    Deployment.components["workers"]["replicas"].as_integer(),
+    Workspace.name,
+]
+
+
+async def enabled(session: AsyncSession) -> list[tuple[LoopPolicy, LoopDeployment]]:
+    """Every enabled policy of a deployment that is not being deleted, with its deployment."""
     rows = await session.execute(
-        select(ScalingPolicy, Deployment, Workspace.name)
+        select(*_POLICY_COLUMNS, *_DEPLOYMENT_COLUMNS)
         .join(Deployment, Deployment.id == ScalingPolicy.deployment_id)
         .join(Workspace, Workspace.id == Deployment.workspace_id)
         .where(ScalingPolicy.enabled.is_(True), Deployment.status != "deleting")
         .order_by(Deployment.id)
     )
-    return [(p, d, w) for p, d, w in rows.all()]
+    split = len(_POLICY_COLUMNS)
+    return [
+        (LoopPolicy._make(row[:split]), LoopDeployment._make(row[split:])) for row in rows.all()
+    ]
+
+
+async def fingerprint(session: AsyncSession) -> tuple[Any, ...]:
+    """What changes when anything `enabled` returns may have changed (other than the loop's own
+    state): how many policies there are, and the newest `updated_at` of policies, deployments and
+    workspaces (a deployment marked for deletion or deleted moves one or the other)."""
+    newest = [
+        select(func.max(table.updated_at)).scalar_subquery()
+        for table in (ScalingPolicy, Deployment, Workspace)
+    ]
+    count = select(func.count()).select_from(ScalingPolicy).scalar_subquery()
+    return tuple((await session.execute(select(count, *newest))).one())
 
 
 async def policies_by_id(session: AsyncSession, ids: Sequence[int]) -> Sequence[ScalingPolicy]:

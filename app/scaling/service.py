@@ -2,7 +2,9 @@
 
 One round (the scheduler's `scaling` job, by whichever replica holds the lease):
 
-1. read every enabled policy and its deployment (one short transaction);
+1. read every enabled policy and its deployment (one short transaction; the plans of the last
+   round are kept instead while one aggregate query says nothing they come from has changed,
+   see `_PlanCache`);
 2. ask Prometheus once for the whole fleet's load (`load.FLEET_LOAD_QUERY`);
 3. decide per deployment with the pure policy (`policy.decide`); failing static on missing,
    stale, NaN or partial data;
@@ -31,13 +33,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.alerting.measure import MetricSource
 from app.audit.service import audit
+from app.core.clock import utc_now
 from app.core.database import session_scope
 from app.core.errors import InvalidInput, Unavailable
 from app.core.pagination import Page, PageParams
@@ -98,6 +101,8 @@ _GAUGES = (DESIRED, CURRENT, MAX, MIN)
 # Prometheus' limit on the points of one range query.
 MAX_POINTS = 11_000
 PRUNE_EVERY = timedelta(hours=1)
+# The loop's plans are read again at least this often even when nothing seems to have changed.
+PLANS_REFRESH = timedelta(seconds=60)
 
 
 def runtime_of(targets: Sequence[Target]) -> Runtime | None:
@@ -114,7 +119,37 @@ def current_workers(deployment: Deployment) -> int:
     return int(workers.get("replicas", 0))
 
 
-def effective_policy(policy: ScalingPolicy | None, deployment: Deployment) -> Policy:
+class PolicyNumbers(Protocol):
+    """What `effective_policy` reads of a policy (its row, or the loop's columns of it)."""
+
+    @property
+    def min_workers(self) -> int | None: ...
+    @property
+    def max_workers(self) -> int | None: ...
+    @property
+    def tasks_per_worker(self) -> int | None: ...
+    @property
+    def scale_up_limit(self) -> int: ...
+    @property
+    def scale_up_limit_kind(self) -> str: ...
+    @property
+    def scale_down_window_seconds(self) -> int: ...
+    @property
+    def scale_down_window_max_seconds(self) -> int: ...
+
+
+class DeploymentNumbers(Protocol):
+    """What `effective_policy` reads of a deployment."""
+
+    @property
+    def min_workers(self) -> int: ...
+    @property
+    def max_workers(self) -> int: ...
+    @property
+    def worker_concurrency(self) -> int: ...
+
+
+def effective_policy(policy: PolicyNumbers | None, deployment: DeploymentNumbers) -> Policy:
     """The numbers the loop uses, bounds within the deployment's own."""
     low, high = deployment.min_workers, deployment.max_workers
     minimum = policy.min_workers if policy and policy.min_workers is not None else low
@@ -214,6 +249,22 @@ class _Plan:
 
 
 @dataclass
+class _PlanCache:
+    """The plans of the last round, kept up to date by the rounds of this process.
+
+    Valid while the policies, deployments and workspaces the loop reads have not changed (their
+    count and newest `updated_at`, one aggregate query), this process has held the lease since it
+    read them (no round missed), and for at most `PLANS_REFRESH`.
+    """
+
+    fingerprint: tuple[Any, ...]
+    read_at: datetime
+    plans: list[_Plan]
+    # The database they came from (tests run several apps, one after the other, in a process).
+    source: object = None
+
+
+@dataclass
 class _Outcome:
     plan: _Plan
     decision: Decision
@@ -248,6 +299,8 @@ class ScalingService:
         self._exported: dict[tuple[str, str], _Exported] = {}
         self._pruned_at: datetime | None = None
         self._had_plans = True
+        self._cache: _PlanCache | None = None
+        self._last_round: datetime | None = None
 
     # --- policy ---------------------------------------------------------------------------
 
@@ -272,6 +325,7 @@ class ScalingService:
             session.add(row)
         for name, value in data.model_dump().items():
             setattr(row, name, value)
+        row.updated_at = utc_now()
         await session.flush()
         audit.record(
             session,
@@ -360,9 +414,21 @@ class ScalingService:
         """One fleet-wide decision round (see the module docstring)."""
         report = RoundReport()
 
-        async def read_plans() -> list[_Plan]:
+        async def read_plans() -> _PlanCache:
             async with session_scope(sessionmaker) as session:
-                return await self._plans(session, targets)
+                fingerprint = await repository.fingerprint(session)
+                # The cache is kept again only by a round that gets to its end.
+                cache, self._cache = self._cache, None
+                if (
+                    cache is not None
+                    and cache.source is sessionmaker
+                    and self._still_valid(cache, fingerprint, now, settings)
+                ):
+                    for plan in cache.plans:
+                        plan.view = None
+                    return cache
+                plans = await self._plans(session, targets)
+                return _PlanCache(fingerprint, now, plans, sessionmaker)
 
         async def read_load() -> FleetLoad | None:
             if source is None:
@@ -377,16 +443,18 @@ class ScalingService:
         if self._had_plans:
             # The policies and the fleet's load are read at the same time: the round takes
             # about as long as the longer of the two, not their sum.
-            plans, load = await asyncio.gather(read_plans(), read_load())
+            cache, load = await asyncio.gather(read_plans(), read_load())
         else:
             # No policy last round (most installations): no query unless one appeared.
-            plans = await read_plans()
-            load = await read_load() if plans else None
+            cache = await read_plans()
+            load = await read_load() if cache.plans else None
+        plans = cache.plans
         self._had_plans = bool(plans)
         report.deployments = len(plans)
         if not plans:
             report.query_failed = None
             self._export([], report)
+            self._cache, self._last_round = cache, now
             return report
         runtime = runtime_of(targets)
         outcomes = []
@@ -429,6 +497,8 @@ class ScalingService:
                     row = rows.get(outcome.plan.policy_id)
                     if row is not None:  # else deleted with its deployment meanwhile
                         report.stored += self._record(session, row, deployments, outcome, now)
+                        outcome.plan.stored_window = row.recommendations
+                        outcome.plan.stored_damping = row.damping
                 if prune:
                     await repository.forget_decisions_before(
                         session, now - timedelta(days=settings.decision_retention_days)
@@ -439,22 +509,42 @@ class ScalingService:
             report.applied += int(outcome.applied)
             report.failed += int(outcome.reason is Reason.APPLY_FAILED)
         self._export(outcomes, report)
+        # The plans carry this round's loop state into the next round (what was just written).
+        for outcome in outcomes:
+            plan, decision = outcome.plan, outcome.decision
+            plan.history, plan.damping = decision.history, decision.damping
+            plan.last_reason, plan.last_desired = outcome.reason.value, decision.desired
+            if outcome.applied:
+                plan.current = decision.desired
+        self._cache, self._last_round = cache, now
         return report
+
+    def _still_valid(
+        self, cache: _PlanCache, fingerprint: tuple[Any, ...], now: datetime,
+        settings: ScalingSettings,
+    ) -> bool:  # fmt: skip
+        """Whether the last round's plans still stand (see `_PlanCache`)."""
+        if cache.fingerprint != fingerprint or not now - cache.read_at < PLANS_REFRESH:
+            return False
+        last = self._last_round
+        return last is not None and timedelta(0) <= now - last <= 2 * timedelta(
+            seconds=settings.interval
+        )
 
     async def _plans(self, session: AsyncSession, targets: Sequence[Target]) -> list[_Plan]:
         plans = []
-        for row, deployment, workspace in await repository.enabled(session):
-            if Executor(deployment.executor) is not Executor.CELERY:
+        for row, deployment in await repository.enabled(session):
+            if deployment.executor != Executor.CELERY.value:
                 continue
             plans.append(
                 _Plan(
                     policy_id=row.id,
                     deployment_id=deployment.id,
                     name=deployment.name,
-                    workspace=workspace,
+                    workspace=deployment.workspace,
                     policy=effective_policy(row, deployment),
                     queue=row.queue,
-                    current=current_workers(deployment),
+                    current=int(deployment.replicas or 0),
                     history=_history(row.recommendations),
                     damping=_damping(row.damping),
                     last_reason=row.last_reason,
@@ -526,9 +616,8 @@ class ScalingService:
         now: datetime,
     ) -> int:
         plan, decision = outcome.plan, outcome.decision
-        window = [[r.at.timestamp(), r.workers] for r in decision.history]
-        if _window_moved(row.recommendations, window, now):
-            row.recommendations = window
+        if _window_moved(row.recommendations, decision.history, now):
+            row.recommendations = _stored_window(decision.history)
         damping = _damping_json(decision.damping)
         if damping != row.damping:
             row.damping = damping
@@ -683,14 +772,23 @@ class ScalingService:
 WINDOW_REFRESH = 60.0
 
 
-def _window_moved(stored: Sequence[Any] | None, window: list[list[float]], now: datetime) -> bool:
+def _window_moved(
+    stored: Sequence[Any] | None, window: Sequence[Recommendation], now: datetime
+) -> bool:
     """Whether the stored window must be rewritten: other values, or a stale newest time."""
-    old = list(stored or ())
-    if [w for _, w in old] != [w for _, w in window]:
+    old = stored or ()
+    if len(old) != len(window):
         return True
-    if [t for t, _ in old[:-1]] != [t for t, _ in window[:-1]]:
-        return True
+    for index, (at, workers) in enumerate(old):
+        if workers != window[index].workers:
+            return True
+        if index < len(old) - 1 and at != window[index].at.timestamp():
+            return True
     return bool(old) and now.timestamp() - float(old[-1][0]) >= WINDOW_REFRESH
+
+
+def _stored_window(window: Sequence[Recommendation]) -> list[list[float]]:
+    return [[r.at.timestamp(), r.workers] for r in window]
 
 
 def _writes(outcome: _Outcome, now: datetime) -> bool:
@@ -700,10 +798,9 @@ def _writes(outcome: _Outcome, now: datetime) -> bool:
         return True
     if outcome.reason.value != plan.last_reason or decision.desired != plan.last_desired:
         return True
-    if _damping_json(decision.damping) != plan.stored_damping:
+    if decision.damping != plan.damping and _damping_json(decision.damping) != plan.stored_damping:
         return True
-    window = [[r.at.timestamp(), r.workers] for r in decision.history]
-    return _window_moved(plan.stored_window, window, now)
+    return _window_moved(plan.stored_window, decision.history, now)
 
 
 def _finite(value: float | None) -> float | None:

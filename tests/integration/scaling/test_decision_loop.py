@@ -205,6 +205,56 @@ async def test_steady_rounds_are_counted_but_stored_once(
     assert runtime.scaled == []
 
 
+@pytest.mark.usefixtures("fleet")
+async def test_policy_and_bound_changes_apply_from_the_next_round(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    exporters: dict[str, StatsdExporter],
+    prometheus: PrometheusServer,
+    runtime: RecordingRuntime,
+    clock: FrozenClock,
+) -> None:
+    """The loop keeps its plans between rounds; a change through the API is read at once."""
+    load(exporters["etl"], 38, 2)
+    await until_seen(prometheus, "etl", 38, 2)
+    await scale_workers(app.state.context, [runtime])  # type: ignore[list-item]
+    assert await workers_of(client, admin, "etl") == 10
+
+    # The policy's own bound: down to 6 in the next round (window 0).
+    policy = {"enabled": True, "max_workers": 6, "scale_down_window_seconds": 0}
+    response = await client.put(
+        "/api/v1/deployments/etl/scaling-policy", json=policy, headers=admin
+    )
+    assert response.status_code == 200, response.text
+    clock.advance(10)
+    await scale_workers(app.state.context, [runtime])  # type: ignore[list-item]
+    assert runtime.scaled[-1][1].replicas == 6
+    assert await workers_of(client, admin, "etl") == 6
+
+    # The deployment's Celery concurrency (the policy's default tasks per worker) doubles:
+    # 40 tasks / 8 = 5 workers, next round.
+    response = await client.patch(
+        "/api/v1/deployments/etl", json={"worker_concurrency": 8}, headers=admin
+    )
+    assert response.status_code == 200, response.text
+    clock.advance(10)
+    await scale_workers(app.state.context, [runtime])  # type: ignore[list-item]
+    assert runtime.scaled[-1][1].replicas == 5
+
+    # Disabled: no more decisions for it.
+    response = await client.put(
+        "/api/v1/deployments/etl/scaling-policy", json={"enabled": False}, headers=admin
+    )
+    assert response.status_code == 200, response.text
+    before = len(await decisions(client, admin, "etl"))
+    scaled = len(runtime.scaled)
+    clock.advance(10)
+    await scale_workers(app.state.context, [runtime])  # type: ignore[list-item]
+    assert len(await decisions(client, admin, "etl")) == before
+    assert len(runtime.scaled) == scaled
+
+
 async def test_without_any_policy_prometheus_is_not_asked_until_one_appears(
     app: FastAPI,
     client: httpx.AsyncClient,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from app.deployments.models import Deployment
 from app.scaling.models import ScalingPolicy
-from app.scaling.policy import Damping, LimitKind, Recommendation, compress
+from app.scaling.policy import Damping, LimitKind, Recommendation, _pushed, compress
 from app.scaling.service import _damping, _damping_json, _window_moved, effective_policy
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -69,13 +70,18 @@ def test_compressing_the_window_keeps_every_future_maximum() -> None:
 
 def test_the_stored_window_is_rewritten_when_values_move_or_it_is_a_minute_old() -> None:
     now = T0.timestamp()
+
+    def window(*points: tuple[float, int]) -> list[Recommendation]:
+        return [Recommendation(datetime.fromtimestamp(at, UTC), w) for at, w in points]
+
     stored = [[now - 30, 5], [now - 10, 3]]
-    assert not _window_moved(stored, [[now - 30, 5], [now, 3]], T0)
-    assert _window_moved(stored, [[now - 30, 5], [now, 4]], T0)
-    assert _window_moved(stored, [[now, 3]], T0)
+    assert not _window_moved(stored, window((now - 30, 5), (now, 3)), T0)
+    assert _window_moved(stored, window((now - 30, 5), (now, 4)), T0)
+    assert _window_moved(stored, window((now, 3)), T0)
+    assert _window_moved(stored, window((now - 20, 5), (now, 3)), T0)
     old = [[now - 30, 5], [now - 60, 3]]
-    assert _window_moved(old, [[now - 30, 5], [now, 3]], T0)
-    assert _window_moved([], [[now, 3]], T0)
+    assert _window_moved(old, window((now - 30, 5), (now, 3)), T0)
+    assert _window_moved([], window((now, 3)), T0)
 
 
 def test_the_damping_state_survives_storage_and_bad_rows_count_as_none() -> None:
@@ -87,3 +93,15 @@ def test_the_damping_state_survives_storage_and_bad_rows_count_as_none() -> None
     assert _damping_json(Damping()) is None
     for bad in (None, [], {"window": "long"}, {"last_down": "yesterday"}, {"halved_at": 1e300}):
         assert _damping(bad) == Damping()  # type: ignore[arg-type]
+
+
+def test_pushing_onto_a_window_is_compressing_it() -> None:
+    """The loop's fast path equals `compress` on compressed windows and on any other input."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        size = rng.randrange(6)
+        points = [Recommendation(T0 + timedelta(seconds=rng.randrange(50)), rng.randrange(5))
+                  for _ in range(size)]  # fmt: skip
+        newest = Recommendation(T0 + timedelta(seconds=50), rng.randrange(5))
+        for window in (compress(points), tuple(points)):
+            assert _pushed(window, newest) == compress((*window, newest))
