@@ -264,3 +264,23 @@ def decide(
     if held_since != damping.held_since:
         damping = replace(damping, held_since=held_since)
     return Decision(desired, recommended, reason, window, load, damping)
+
+
+def explain(decision: Decision, policy: Policy) -> str:
+    """What a decision's reason alone does not say: a scale-down held to go down in one step, and
+    a scale-down window that flap damping has grown."""
+    parts = []
+    damping = decision.damping
+    span = damping.window or policy.down_window
+    if decision.reason is Reason.HELD_BY_WINDOW and damping.held_since is not None:
+        latest = damping.held_since + span / 2
+        parts.append(
+            "going down in one step once the load's way down has left the window "
+            f"(by {latest:%H:%M:%S} UTC at the latest)"
+        )
+    if damping.window is not None:
+        parts.append(
+            f"scale-down window {span.total_seconds():g} s after flapping "
+            f"(policy: {policy.down_window.total_seconds():g} s)"
+        )
+    return "; ".join(parts)

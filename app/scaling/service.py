@@ -72,6 +72,7 @@ from app.scaling.policy import (
     Reason,
     Recommendation,
     decide,
+    explain,
 )
 from app.scaling.schemas import (
     DecisionRead,
@@ -468,7 +469,9 @@ class ScalingService:
                 plan.policy, plan.current, observation, plan.history, now,
                 settings.max_sample_age, plan.damping,
             )  # fmt: skip
-            outcome = _Outcome(plan, decision, observation, decision.reason)
+            outcome = _Outcome(
+                plan, decision, observation, decision.reason, detail=explain(decision, plan.policy)
+            )
             if report.query_failed and decision.reason is Reason.METRICS_UNAVAILABLE:
                 outcome.detail = report.query_failed
             outcomes.append(outcome)
@@ -605,7 +608,7 @@ class ScalingService:
             parts.append(
                 "leaving: " + ", ".join(f"{v} ({busy.get(v, 0)} running)" for v in victims)
             )
-        outcome.detail = "; ".join(parts)
+        outcome.detail = "; ".join(part for part in (outcome.detail, *parts) if part)
 
     def _record(
         self,

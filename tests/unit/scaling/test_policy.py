@@ -15,6 +15,7 @@ from app.scaling.policy import (
     Reason,
     Recommendation,
     decide,
+    explain,
     recommend,
     up_step,
 )
@@ -248,3 +249,31 @@ def test_percent_limit_doubles_per_round() -> None:
         (20, 40, 0, 8, Reason.SCALE_UP_LIMITED),
         (30, 40, 0, 10, Reason.SCALE_UP),
     ], policy=Policy(1, 10, 4, up_limit=100, up_limit_kind=LimitKind.PERCENT))  # fmt: skip
+
+
+def test_the_decision_says_when_it_holds_for_one_step_and_when_the_window_grew() -> None:
+    policy = Policy(1, 10, 4, up_limit=100, down_window_max=timedelta(seconds=1200))
+    history: tuple[Recommendation, ...] = ()
+    damping = Damping()
+    current = 1
+    said = {}
+    for seconds, load in [(0, 40), (10, 12), (300, 0), (310, 0), (400, 40), (410, 0)]:
+        decision = decide(
+            policy, current, Observation(load, 0), history, T0 + timedelta(seconds=seconds), 90,
+            damping,
+        )  # fmt: skip
+        said[seconds] = (decision.reason, explain(decision, policy))
+        current, history, damping = decision.desired, decision.history, decision.damping
+    assert said[0] == (Reason.SCALE_UP, "")
+    # t=300: the window still holds t=10's 3 workers; down once, by t=450 at the latest.
+    assert said[300] == (
+        Reason.HELD_BY_WINDOW,
+        "going down in one step once the load's way down has left the window "
+        "(by 12:07:30 UTC at the latest)",
+    )
+    assert said[310][0] is Reason.SCALE_DOWN
+    # Back up 90 s after going down: a flap, and the decisions say the window grew.
+    assert said[400] == (
+        Reason.SCALE_UP, "scale-down window 600 s after flapping (policy: 300 s)"
+    )  # fmt: skip
+    assert said[410][1] == "scale-down window 600 s after flapping (policy: 300 s)"
