@@ -273,6 +273,22 @@ class _Outcome:
     reason: Reason
     applied: bool = False
     detail: str = ""
+    # What the round stores for this deployment (`_changes`), once the change is applied.
+    changes: _Changes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Changes:
+    """What one round stores for one deployment, against what is stored (the plan's copy)."""
+
+    window: list[list[float]] | None  # the window to store, when it moved
+    damping: dict[str, Any] | None
+    damping_moved: bool
+    decision: bool  # a decision row: something changed, or the reason or desired count did
+
+    @property
+    def any(self) -> bool:
+        return self.window is not None or self.damping_moved or self.decision
 
 
 @dataclass
@@ -486,7 +502,9 @@ class ScalingService:
         for outcome in changing:
             await self._apply(runtime, outcome, known.get(outcome.plan.name, ()))
         # Only what this round changes is loaded and written: a steady fleet writes nothing.
-        writing = [o for o in outcomes if _writes(o, now)]
+        for outcome in outcomes:
+            outcome.changes = _changes(outcome, now)
+        writing = [o for o in outcomes if o.changes is not None and o.changes.any]
         prune = self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY
         if writing or prune:
             async with session_scope(sessionmaker) as session:
@@ -618,18 +636,14 @@ class ScalingService:
         outcome: _Outcome,
         now: datetime,
     ) -> int:
-        plan, decision = outcome.plan, outcome.decision
-        if _window_moved(row.recommendations, decision.history, now):
-            row.recommendations = _stored_window(decision.history)
-        damping = _damping_json(decision.damping)
-        if damping != row.damping:
-            row.damping = damping
+        plan, decision, changes = outcome.plan, outcome.decision, outcome.changes
+        assert changes is not None
+        if changes.window is not None:
+            row.recommendations = changes.window
+        if changes.damping_moved:
+            row.damping = changes.damping
         stored = 0
-        if (
-            decision.desired != plan.current
-            or outcome.reason.value != row.last_reason
-            or decision.desired != row.last_desired
-        ):
+        if changes.decision:
             repository.add_decision(
                 session,
                 ScalingDecision(
@@ -794,16 +808,22 @@ def _stored_window(window: Sequence[Recommendation]) -> list[list[float]]:
     return [[r.at.timestamp(), r.workers] for r in window]
 
 
-def _writes(outcome: _Outcome, now: datetime) -> bool:
-    """Whether the round stores anything for this deployment (`_record`'s conditions)."""
+def _changes(outcome: _Outcome, now: datetime) -> _Changes:
+    """What the round must store for this deployment: a steady one stores nothing."""
     plan, decision = outcome.plan, outcome.decision
-    if outcome.applied or decision.desired != plan.current:
-        return True
-    if outcome.reason.value != plan.last_reason or decision.desired != plan.last_desired:
-        return True
-    if decision.damping != plan.damping and _damping_json(decision.damping) != plan.stored_damping:
-        return True
-    return _window_moved(plan.stored_window, decision.history, now)
+    damping, damping_moved = None, False
+    if decision.damping != plan.damping:
+        damping = _damping_json(decision.damping)
+        damping_moved = damping != plan.stored_damping
+    moved = _window_moved(plan.stored_window, decision.history, now)
+    return _Changes(
+        window=_stored_window(decision.history) if moved else None,
+        damping=damping,
+        damping_moved=damping_moved,
+        decision=decision.desired != plan.current
+        or outcome.reason.value != plan.last_reason
+        or decision.desired != plan.last_desired,
+    )
 
 
 def _finite(value: float | None) -> float | None:
