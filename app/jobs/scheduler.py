@@ -213,14 +213,16 @@ async def scale_workers(context: AppContext, targets: Sequence[Target]) -> None:
     now = context.clock.now()
     ttl = timedelta(seconds=max(3 * settings.interval, 30))
     started = time.perf_counter()
-    try:
+
+    async def lease() -> bool:
         async with session_scope(context.sessionmaker) as session:
-            if not await leases.acquire(session, SCALING_LEASE, context.instance_id, now, ttl):
-                return
+            return await leases.acquire(session, SCALING_LEASE, context.instance_id, now, ttl)
+
+    try:
         report = await scaling.run_round(
-            context.sessionmaker, metric_source_of(context), targets, now, settings
+            context.sessionmaker, metric_source_of(context), targets, now, settings, lease
         )
-        if report.failed:
+        if report is not None and report.failed:
             JOB_FAILURES.labels("scaling").inc(report.failed)
     except Exception:  # the scheduler must keep running whatever one round does
         JOB_FAILURES.labels("scaling").inc()

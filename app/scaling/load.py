@@ -28,7 +28,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from app.alerting.measure import per_deployment
 from app.integrations.prometheus import RangeSeries, Sample
 from app.observability.promql import Matcher
 from app.runtime.base import WorkerLoad
@@ -36,6 +35,8 @@ from app.scaling.policy import Observation
 from app.scaling.simulation import LoadPoint
 
 MEASURES = ("queued", "running", "age", "queued_in_queue", "running_in_queue")
+_MEASURES = frozenset(MEASURES)
+_PER_QUEUE = frozenset({"queued_in_queue", "running_in_queue"})
 
 
 def _labelled(expr: str, measure: str) -> str:
@@ -84,27 +85,30 @@ class FleetLoad:
 
 
 def fleet_load(samples: Iterable[Sample]) -> FleetLoad:
-    """Reduce the fleet query's answer to per-deployment measures."""
-    by_measure: dict[str, list[Sample]] = {m: [] for m in MEASURES}
+    """Reduce the fleet query's answer to per-deployment measures (one pass: a fleet's answer
+    has three series per deployment, read every round)."""
+    values: dict[str, dict[str, float]] = {}
     invalid: set[str] = set()
     per_queue: dict[str, dict[tuple[str, str], float]] = {}
     for sample in samples:
-        measure = sample.labels.get("measure", "")
-        deployment = sample.labels.get("deployment")
-        if measure not in by_measure:
+        labels = sample.labels
+        measure, deployment = labels.get("measure"), labels.get("deployment")
+        if not deployment or measure not in _MEASURES:
             continue
-        if deployment and not math.isfinite(sample.value):
+        value = sample.value
+        if not math.isfinite(value):
             invalid.add(deployment)
-        if measure.endswith("_in_queue"):
-            queue = sample.labels.get("queue")
-            if deployment and queue and math.isfinite(sample.value):
-                per_queue.setdefault(deployment, {})[(measure, queue)] = sample.value
             continue
-        by_measure[measure].append(sample)
-    values: dict[str, dict[str, float]] = {}
-    for measure in ("queued", "running", "age"):
-        for deployment, value in per_deployment(by_measure[measure]).values.items():
-            values.setdefault(deployment, {})[measure] = value
+        if measure in _PER_QUEUE:
+            queue = labels.get("queue")
+            if queue:
+                per_queue.setdefault(deployment, {})[(measure, queue)] = value
+            continue
+        mine = values.get(deployment)
+        if mine is None:
+            values[deployment] = {measure: value}
+        elif value > mine.get(measure, -math.inf):
+            mine[measure] = value
     return FleetLoad(values, per_queue, frozenset(invalid))
 
 

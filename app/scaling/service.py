@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -310,6 +310,11 @@ class RoundReport:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
+async def _held() -> bool:
+    """The lease of a round whose caller holds it already."""
+    return True
+
+
 class ScalingService:
     def __init__(self) -> None:
         # What this process exports, and when it last deleted expired decisions.
@@ -427,9 +432,21 @@ class ScalingService:
         targets: Sequence[Target],
         now: datetime,
         settings: ScalingSettings,
-    ) -> RoundReport:
-        """One fleet-wide decision round (see the module docstring)."""
+        lease: Callable[[], Awaitable[bool]] = _held,
+    ) -> RoundReport | None:
+        """One fleet-wide decision round (see the module docstring); None when `lease` (taking
+        or renewing the scaler lease) says another replica holds it.
+
+        A process that led the last round renews the lease while it reads the plans and the
+        load, and drops what it read if the lease was lost meanwhile; any other asks first, so
+        replicas that do not lead never query Prometheus."""
         report = RoundReport()
+        renew = lease
+        if not self._leading(now, settings):
+            if not await lease():
+                self._cache = self._last_round = None
+                return None
+            renew = _held
 
         async def read_plans() -> _PlanCache:
             async with session_scope(sessionmaker) as session:
@@ -460,11 +477,14 @@ class ScalingService:
         if self._had_plans:
             # The policies and the fleet's load are read at the same time: the round takes
             # about as long as the longer of the two, not their sum.
-            cache, load = await asyncio.gather(read_plans(), read_load())
+            held, cache, load = await asyncio.gather(renew(), read_plans(), read_load())
         else:
             # No policy last round (most installations): no query unless one appeared.
-            cache = await read_plans()
-            load = await read_load() if cache.plans else None
+            held, cache = await asyncio.gather(renew(), read_plans())
+            load = await read_load() if cache.plans and held else None
+        if not held:
+            self._cache = self._last_round = None
+            return None
         plans = cache.plans
         self._had_plans = bool(plans)
         report.deployments = len(plans)
@@ -540,6 +560,13 @@ class ScalingService:
         self._cache, self._last_round = cache, now
         return report
 
+    def _leading(self, now: datetime, settings: ScalingSettings) -> bool:
+        """Whether this process ran the last round, recently enough to still hold the lease."""
+        last = self._last_round
+        return last is not None and timedelta(0) <= now - last <= 2 * timedelta(
+            seconds=settings.interval
+        )
+
     def _still_valid(
         self, cache: _PlanCache, fingerprint: tuple[Any, ...], now: datetime,
         settings: ScalingSettings,
@@ -547,10 +574,7 @@ class ScalingService:
         """Whether the last round's plans still stand (see `_PlanCache`)."""
         if cache.fingerprint != fingerprint or not now - cache.read_at < PLANS_REFRESH:
             return False
-        last = self._last_round
-        return last is not None and timedelta(0) <= now - last <= 2 * timedelta(
-            seconds=settings.interval
-        )
+        return self._leading(now, settings)
 
     async def _plans(self, session: AsyncSession, targets: Sequence[Target]) -> list[_Plan]:
         plans = []

@@ -30,6 +30,7 @@ from app.jobs.scheduler import scale_workers
 from app.main import create_app
 from app.provisioning.targets import Applied, Artifact, DeploymentView
 from app.runtime.base import ScaleRequest, WorkerLoad
+from app.scaling.service import RoundReport, ScalingService
 from tests.conftest import _empty_tables
 from tests.factories import create_deployment, create_workspace
 from tests.harness.components import PrometheusServer, StatsdExporter
@@ -253,6 +254,60 @@ async def test_policy_and_bound_changes_apply_from_the_next_round(
     await scale_workers(app.state.context, [runtime])  # type: ignore[list-item]
     assert len(await decisions(client, admin, "etl")) == before
     assert len(runtime.scaled) == scaled
+
+
+@pytest.mark.usefixtures("fleet")
+async def test_only_the_lease_holder_decides_and_a_lost_lease_drops_the_round(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    exporters: dict[str, StatsdExporter],
+    prometheus: PrometheusServer,
+    runtime: RecordingRuntime,
+    clock: FrozenClock,
+) -> None:
+    """A replica that did not lead asks for the lease before anything else; the leader renews
+    it while reading, and drops the round if it was lost meanwhile."""
+    load(exporters["etl"], 38, 2)
+    await until_seen(prometheus, "etl", 38, 2)
+    context = app.state.context
+    source, settings = context.extras[METRIC_SOURCE], context.settings.scaling
+    held = True
+
+    async def lease() -> bool:
+        return held
+
+    async def round_of(service: ScalingService) -> RoundReport | None:
+        return await service.run_round(
+            context.sessionmaker, source, [runtime], clock.now(), settings, lease
+        )
+
+    held = False
+    assert await round_of(ScalingService()) is None
+    assert source.queries == []  # another replica leads: no query
+
+    leader = ScalingService()
+    held = True
+    report = await round_of(leader)
+    assert report is not None
+    assert report.applied == 1
+    assert [(name, r.replicas) for name, r in runtime.scaled] == [("etl", 10)]
+    stored = len(await decisions(client, admin, "etl"))
+
+    # The lease is lost while the leader reads: its reading is dropped, nothing is stored.
+    clock.advance(10)
+    held = False
+    assert await round_of(leader) is None
+    assert len(source.queries) == 2  # it had asked, alongside the renewal
+    assert len(await decisions(client, admin, "etl")) == stored
+    assert len(runtime.scaled) == 1
+
+    # Back with the lease, it asks for it first and decides again (a steady round).
+    clock.advance(10)
+    held = True
+    assert await round_of(leader) is not None
+    newest, *_ = await decisions(client, admin, "etl")
+    assert newest["reason"] == "steady"
 
 
 async def test_without_any_policy_prometheus_is_not_asked_until_one_appears(
