@@ -11,12 +11,16 @@ worker takes `tasks_per_worker` tasks at once and only `startup` seconds after i
 a worker that leaves takes no new task and goes when its running tasks are done (warm shutdown,
 the same for every model, so only the decisions differ). The autoscalers see queued + running:
 
-  Sextant   every 10 s, through Prometheus (the value of up to one 15 s scrape ago), default
-            policy: ceil(load / tasks_per_worker) in [1, 10], +4 workers per decision at most,
-            down only to the highest recommendation of the last 300 s (`--down-window`, the
-            policy's `scale_down_window_seconds`), in one step, with flap damping growing that
-            window up to 1200 s (`--down-window-max`, `scale_down_window_max_seconds`; 0 turns
-            it off); fail-static never fires here (no gaps).
+  Sextant   every 10 s, through Prometheus (queued and running of up to one 15 s scrape ago,
+            and that sample's age), default policy: ceil(load / tasks_per_worker) in [1, 10],
+            +10 workers per decision at most (`--up-limit`), a load rising over the last two
+            samples counted one start-up (30 s) plus one sample interval ahead, within 120 s of
+            a scale-up a further one only when the next sample wants it too or the queue alone
+            exceeds the workers' slots (the start-up guard), down only to the highest
+            recommendation of the last 300 s (`--down-window`, the policy's
+            `scale_down_window_seconds`), in one step, with flap damping growing that window up
+            to 1200 s (`--down-window-max`, `scale_down_window_max_seconds`; 0 turns it off);
+            fail-static never fires here (no gaps).
   HPA       defaults (kubernetes pkg/apis/autoscaling/v2/defaults.go, peers.md A3): 15 s sync,
             tolerance 0.1 on current/target, scale-up max(100 %, 4 pods) per 15 s, scale-down
             300 s stabilization then 100 % per 15 s; AverageValue target = tasks_per_worker; the
@@ -32,7 +36,7 @@ worker-minutes; with one seed, also each model's replica changes and longest wai
 the levels, the arrivals and the bursts; the targets are met only if met on every seed.
 
 Run: `uv run python -m bench.flapping [--minutes 120] [--seed 1 2 ...] [--down-window 300]
-[--down-window-max 1200]`
+[--down-window-max 1200] [--up-limit 10]`
 (about 1 s per seed, no servers; seeds 1 to 10 by default).
 """
 
@@ -44,10 +48,11 @@ import random
 import sys
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
-from app.scaling.policy import Damping, Observation, Policy, Recommendation, decide
+from app.scaling.policy import Damping, LoadSample, Observation, Policy, Recommendation, decide
 from bench._alerting_common import p95, table, verdict
 
 PER_WORKER = 8
@@ -122,26 +127,44 @@ def _poisson(rng: random.Random, mean: float) -> int:
 # --- autoscalers: called every second with (now, observed load, current replicas) -------------
 
 
-Scaler = Callable[[int, Callable[[int], float], int], int]
+class Load(NamedTuple):
+    """Queued and running tasks at one second."""
+
+    queued: int
+    running: int
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running
 
 
-def sextant(down_window: int = 300, down_window_max: int = 1200) -> Scaler:
+Scaler = Callable[[int, Callable[[int], Load], int], int]
+
+
+def sextant(
+    down_window: int = 300, down_window_max: int = 1200, up_limit: int | None = None
+) -> Scaler:
     policy = Policy(
         MIN_WORKERS, MAX_WORKERS, PER_WORKER, down_window=timedelta(seconds=down_window),
         down_window_max=timedelta(seconds=down_window_max),
     )  # fmt: skip
+    if up_limit is not None:
+        policy = replace(policy, up_limit=up_limit)
     history: tuple[Recommendation, ...] = ()
     damping = Damping()
+    samples: tuple[LoadSample, ...] = ()
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
 
-    def step(now: int, load_at: Callable[[int], float], current: int) -> int:
-        nonlocal history, damping
+    def step(now: int, load_at: Callable[[int], Load], current: int) -> int:
+        nonlocal history, damping, samples
         if now % 10:
             return current
-        seen = load_at(now - now % SCRAPE)  # the last scrape's value
+        scraped = now - now % SCRAPE
+        seen = load_at(scraped)  # the last scrape's values, and how old they are
+        observation = Observation(seen.queued, seen.running, age=now - scraped)
         at = t0 + timedelta(seconds=now)
-        decision = decide(policy, current, Observation(seen, 0), history, at, damping=damping)
-        history, damping = decision.history, decision.damping
+        decision = decide(policy, current, observation, history, at, 90, damping, samples)
+        history, damping, samples = decision.history, decision.damping, decision.samples
         return decision.desired
 
     return step
@@ -156,10 +179,10 @@ class Hpa:
     recommendations: deque[tuple[int, int]] = field(default_factory=deque)
     events: deque[tuple[int, int]] = field(default_factory=deque)  # (time, replicas after)
 
-    def step(self, now: int, load_at: Callable[[int], float], current: int) -> int:
+    def step(self, now: int, load_at: Callable[[int], Load], current: int) -> int:
         if now % 15:
             return current
-        seen = load_at(now - now % self.lag) if self.lag else load_at(now)
+        seen = (load_at(now - now % self.lag) if self.lag else load_at(now)).total
         if current == 0:
             return current  # 0 -> 1 is KEDA's job; a bare HPA never sits at 0 here
         ratio = (seen / current) / PER_WORKER
@@ -191,9 +214,9 @@ def keda() -> Scaler:
     inner = Hpa(lag=0, minimum=1)
     zero_since: int | None = None
 
-    def step(now: int, load_at: Callable[[int], float], current: int) -> int:
+    def step(now: int, load_at: Callable[[int], Load], current: int) -> int:
         nonlocal zero_since
-        load = load_at(now)
+        load = load_at(now).total
         if now % 5 == 0:
             if load > 0:
                 zero_since = None
@@ -229,7 +252,7 @@ def simulate(trace: Trace, scaler: Scaler, start: int) -> Outcome:
     arrivals = sorted(trace.tasks, key=lambda t: t.arrival)
     queue: deque[tuple[Task, int]] = deque()
     workers = [Worker(ready_at=0) for _ in range(start)]
-    load_history: list[float] = []
+    load_history: list[Load] = []
     waits: list[float] = []
     replicas, changes, worker_seconds = start, 0, 0.0
     index = 0
@@ -247,8 +270,7 @@ def simulate(trace: Trace, scaler: Scaler, start: int) -> Outcome:
                 task, arrived = queue.popleft()
                 waits.append(now - arrived)
                 worker.running.append(now + task.duration)
-        running = sum(len(w.running) for w in workers)
-        load_history.append(len(queue) + running)
+        load_history.append(Load(len(queue), sum(len(w.running) for w in workers)))
         last = len(load_history) - 1
         wanted = scaler(now, lambda t, last=last: load_history[max(0, min(t, last))], replicas)
         if wanted != replicas:
@@ -293,10 +315,11 @@ MODELS = (SEXTANT, HPA, KEDA)
 
 
 def run(make: Callable[[int, random.Random], Trace], minutes: int, seed: int,
-        down_window: int, down_window_max: int = 1200) -> SeedResult:  # fmt: skip
+        down_window: int, down_window_max: int = 1200,
+        up_limit: int | None = None) -> SeedResult:  # fmt: skip
     """One trace of one seed through the three models."""
     trace = make(minutes, random.Random(seed))
-    scalers = {SEXTANT: (sextant(down_window, down_window_max), MIN_WORKERS),
+    scalers = {SEXTANT: (sextant(down_window, down_window_max, up_limit), MIN_WORKERS),
                HPA: (hpa(), MIN_WORKERS),
                KEDA: (keda(), 0)}  # fmt: skip
     outcomes = {name: simulate(trace, scaler, start) for name, (scaler, start) in scalers.items()}
@@ -314,18 +337,23 @@ def main(argv: list[str] | None = None) -> int:
         "--down-window-max", type=int, default=1200,
         help="the longest flap damping makes Sextant's window, seconds (0: no damping)",
     )  # fmt: skip
+    parser.add_argument(
+        "--up-limit", type=int, default=None,
+        help="Sextant's scale-up limit, workers per decision (default: the policy's)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     print(
         f"flapping: {args.minutes} min per trace, levels shift every {LEVEL_SECONDS // 60} min, "
         f"{PER_WORKER} tasks per worker, workers in [{MIN_WORKERS}, {MAX_WORKERS}] "
         f"(KEDA [0, {MAX_WORKERS}]), worker start-up {STARTUP} s, Sextant's down window "
-        f"{args.down_window} s (damped up to {args.down_window_max} s), "
+        f"{args.down_window} s (damped up to {args.down_window_max} s), up-limit "
+        f"{args.up_limit or Policy(1, 1, 1).up_limit} workers per decision, "
         f"seeds {' '.join(map(str, args.seed))}"
     )
     ok = True
     for make in (sawtooth, bursty):
         results = [
-            run(make, args.minutes, seed, args.down_window, args.down_window_max)
+            run(make, args.minutes, seed, args.down_window, args.down_window_max, args.up_limit)
             for seed in args.seed
         ]
         print(f"\n{make.__name__}:")

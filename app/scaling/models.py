@@ -29,7 +29,7 @@ class ScalingPolicy(Base):
     min_workers: Mapped[int | None]
     max_workers: Mapped[int | None]
     tasks_per_worker: Mapped[int | None]
-    scale_up_limit: Mapped[int] = mapped_column(default=4)
+    scale_up_limit: Mapped[int] = mapped_column(default=10)
     scale_up_limit_kind: Mapped[str] = mapped_column(String(16), default="pods")
     scale_down_window_seconds: Mapped[int] = mapped_column(default=300)
     # Flap damping grows the window up to this (no growth when not above the window).

@@ -17,10 +17,19 @@ The maths follows KEDA's `AverageValue` and the HPA's behaviour, with Celery's n
    capacity instead of paying a scale-up and a scale-down per burst; a quiet load keeps the
    short window;
 5. scale-up limit: at most `up_limit` pods, or `up_limit` percent of the current workers (at
-   least one), per decision.
+   least one), per decision;
+6. start-up backlog guard: within `up_confirm` of a scale-up, a further one waits for the next
+   sample of the load to want it too. Tasks queue while new workers start; when the next batch
+   arrives that backlog is still there and asks for workers that would start after it has
+   drained. A queue deeper than all the current workers' slots is acted on at once (the guard
+   never delays a burst), and the rest of a step cut by the limit follows without waiting;
+7. rising load: when the load rose over each of the last two samples, the recommendation counts
+   the load expected by the time a worker asked for now takes tasks (the slower of the two rises,
+   over `startup` plus one sample interval), so a load that ramps up is followed in one or two
+   steps instead of a staircase of them.
 
-No I/O and no clock of its own: the caller passes `now`, so tests and the what-if simulator
-replay any timeline.
+No I/O and no clock of its own: the caller passes `now` (and the observation says how old its
+sample is), so tests and the what-if simulator replay any timeline.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ class Reason(StrEnum):
     SCALE_DOWN = "scale_down"
     STEADY = "steady"
     HELD_BY_WINDOW = "held_by_window"
+    # A scale-up soon after another, waiting for the next sample to want it too.
+    HELD_FOR_CONFIRMATION = "held_for_confirmation"
     # Fail static: nothing changes.
     NO_DATA = "no_data"
     PARTIAL_DATA = "partial_data"
@@ -74,16 +85,34 @@ class Policy:
     min_workers: int
     max_workers: int
     tasks_per_worker: int
-    up_limit: int = 4
+    up_limit: int = 10
     up_limit_kind: LimitKind = LimitKind.PODS
     down_window: timedelta = timedelta(seconds=300)
     # The longest the window grows to under flap damping (no growth if not above down_window).
     down_window_max: timedelta = timedelta(seconds=1200)
+    # How long after a scale-up a further one waits for the next sample (0: never).
+    up_confirm: timedelta = timedelta(seconds=120)
+    # How long a new worker takes to take tasks: how far ahead a rising load is projected.
+    startup: timedelta = timedelta(seconds=30)
+
+
+# Two observations are of one sample when their sample times are this close (the times are
+# derived from each query's answer, so they differ by the query's jitter).
+SAME_SAMPLE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSample:
+    """The load of one sample and when it was taken (Unix seconds)."""
+
+    at: float
+    load: float
 
 
 @dataclass(frozen=True, slots=True)
 class Damping:
-    """What the loop remembers besides the window's recommendations (all None at first)."""
+    """What the loop remembers besides the window's recommendations (all None at first): flap
+    damping and the start-up guard."""
 
     # The scale-down window now in force; None: the policy's `down_window`.
     window: timedelta | None = None
@@ -94,6 +123,10 @@ class Damping:
     halved_at: datetime | None = None
     # Since when a scale-down has been held because the window still holds the way down.
     held_since: datetime | None = None
+    # When the workers last went up to a whole recommendation (the start-up guard runs from
+    # there), and the sample time of a scale-up waiting for the next sample.
+    last_up: datetime | None = None
+    pending_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +135,8 @@ class Observation:
 
     queued: float | None
     running: float | None
-    # Seconds since the newest sample of the load was scraped; None if unknown.
+    # Seconds since the newest sample of the load was scraped; None if unknown (then each
+    # observation counts as a new sample).
     age: float | None = None
     # The metric source could not be asked at all.
     unavailable: bool = False
@@ -124,6 +158,10 @@ class Decision:
     history: tuple[Recommendation, ...] = field(default_factory=tuple)
     load: float | None = None
     damping: Damping = field(default_factory=Damping)
+    # The tasks a rising load was expected to add, counted in the recommendation.
+    ahead: float = 0.0
+    # The last three distinct samples, newest first (for the rising-load projection).
+    samples: tuple[LoadSample, ...] = ()
 
     @property
     def changes(self) -> bool:
@@ -209,6 +247,29 @@ def settle(damping: Damping, policy: Policy, now: datetime) -> Damping:
     return replace(damping, window=kept, halved_at=halved)
 
 
+def sampled(samples: tuple[LoadSample, ...], newest: LoadSample) -> tuple[LoadSample, ...]:
+    """The last three distinct samples once `newest` is seen (a repeat replaces its twin)."""
+    if samples and abs(samples[0].at - newest.at) < SAME_SAMPLE:
+        return (newest, *samples[1:])
+    return (newest, *samples[:2])
+
+
+def ahead(samples: Sequence[LoadSample], startup: timedelta) -> float:
+    """The tasks a load rising over each of the last two samples is expected to add by the time
+    a worker asked for now takes tasks (the slower rise, over `startup` plus one sample
+    interval); 0 unless it rose twice, with samples at most a start-up apart."""
+    if len(samples) < 3:
+        return 0.0
+    new, mid, old = samples
+    if new.load <= mid.load or mid.load <= old.load:
+        return 0.0
+    recent, earlier = new.at - mid.at, mid.at - old.at
+    if not (0 < recent <= startup.total_seconds() and 0 < earlier <= startup.total_seconds()):
+        return 0.0  # samples further apart than a start-up are no trend to project
+    rate = min((new.load - mid.load) / recent, (mid.load - old.load) / earlier)
+    return rate * (startup.total_seconds() + recent) if rate > 0 else 0.0
+
+
 def decide(
     policy: Policy,
     current: int,
@@ -217,18 +278,24 @@ def decide(
     now: datetime,
     max_age: float = 90.0,
     damping: Damping = Damping(),
+    samples: tuple[LoadSample, ...] = (),
 ) -> Decision:
-    """The number of workers to run now, and why."""
+    """The number of workers to run now, and why (`samples`: the last decision's)."""
     damping = settle(damping, policy, now)
     span = damping.window or policy.down_window
     kept = tuple(r for r in history if now - r.at < span and r.at <= now)
     failed = fail_static_reason(observation, max_age)
     if failed is not None:
-        return Decision(current, None, failed, kept, damping=damping)
-    load = (observation.queued or 0.0) + (observation.running or 0.0)
-    recommended = recommend(load, policy)
+        return Decision(current, None, failed, kept, damping=damping, samples=samples)
+    queued = observation.queued or 0.0
+    load = queued + (observation.running or 0.0)
+    sample_at = now.timestamp() - (observation.age or 0.0)
+    samples = sampled(samples, LoadSample(sample_at, load))
+    expected = ahead(samples, policy.startup)
+    recommended = recommend(load + expected, policy)
     window = _pushed(kept, Recommendation(now, recommended))
     held_since = None
+    pending_at, last_up = None, damping.last_up
     if recommended < current:
         # Stabilized: the highest recommendation of the window, but never above what runs
         # (unless the bounds moved under it).
@@ -244,13 +311,18 @@ def decide(
     else:
         desired = recommended
     reason = Reason.STEADY
-    if desired > current:
+    if desired > current and _unconfirmed(policy, current, queued, damping, sample_at, now):
+        # The start-up guard: wait for the next sample to want more workers too.
+        desired, reason = current, Reason.HELD_FOR_CONFIRMATION
+        pending_at = damping.pending_at or datetime.fromtimestamp(sample_at, now.tzinfo)
+    elif desired > current:
         # Below the minimum (the bounds moved) the minimum comes at once; the limit is on top.
         limit = max(current, policy.min_workers) + up_step(current, policy)
         if desired > limit:
-            desired, reason = limit, Reason.SCALE_UP_LIMITED
+            # The rest of the step follows in the next round, without the guard.
+            desired, reason, last_up = limit, Reason.SCALE_UP_LIMITED, None
         else:
-            reason = Reason.SCALE_UP
+            reason, last_up = Reason.SCALE_UP, now
         if damping.last_down is not None and now - damping.last_down < span:
             # A flap: back up within a window of going down. The window doubles.
             grown = min(max(policy.down_window, policy.down_window_max), span * 2)
@@ -261,9 +333,26 @@ def decide(
         damping = replace(damping, last_down=now)
     elif recommended < current:
         reason = Reason.HELD_BY_WINDOW
-    if held_since != damping.held_since:
-        damping = replace(damping, held_since=held_since)
-    return Decision(desired, recommended, reason, window, load, damping)
+    if (held_since, pending_at, last_up) != (
+        damping.held_since, damping.pending_at, damping.last_up
+    ):  # fmt: skip
+        damping = replace(damping, held_since=held_since, pending_at=pending_at, last_up=last_up)
+    return Decision(desired, recommended, reason, window, load, damping, expected, samples)
+
+
+def _unconfirmed(
+    policy: Policy, current: int, queued: float, damping: Damping, sample_at: float,
+    now: datetime,
+) -> bool:  # fmt: skip
+    """Whether a scale-up must wait for the next sample (the start-up guard): it comes within
+    `up_confirm` of the last one, the queue alone would not fill the current workers' slots, the
+    workers are not below the minimum, and no earlier sample has asked for it already."""
+    if damping.last_up is None or not now - damping.last_up < policy.up_confirm:
+        return False
+    if current < policy.min_workers or queued > current * policy.tasks_per_worker:
+        return False
+    pending = damping.pending_at
+    return pending is None or abs(sample_at - pending.timestamp()) < SAME_SAMPLE
 
 
 def explain(decision: Decision, policy: Policy) -> str:
@@ -277,6 +366,16 @@ def explain(decision: Decision, policy: Policy) -> str:
         parts.append(
             "going down in one step once the load's way down has left the window "
             f"(by {latest:%H:%M:%S} UTC at the latest)"
+        )
+    if decision.reason is Reason.HELD_FOR_CONFIRMATION:
+        parts.append(
+            "a scale-up soon after the last one waits for the next sample to want it too "
+            "(tasks queued while the new workers started may be what it sees)"
+        )
+    if decision.ahead > 0:
+        parts.append(
+            f"load rising: {decision.ahead:.0f} more tasks expected by the time a new worker "
+            "takes tasks were counted"
         )
     if damping.window is not None:
         parts.append(

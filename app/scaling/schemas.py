@@ -26,7 +26,7 @@ class PolicyUpdate(BaseModel):
         default=None, ge=1, le=256, description="Default: the deployment's worker_concurrency"
     )
     scale_up_limit: int = Field(
-        default=4, ge=1, le=1000, description="Most workers (or percent) added per decision"
+        default=10, ge=1, le=1000, description="Most workers (or percent) added per decision"
     )
     scale_up_limit_kind: LimitKindName = "pods"
     scale_down_window_seconds: int = Field(

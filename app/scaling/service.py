@@ -67,6 +67,7 @@ from app.scaling.policy import (
     Damping,
     Decision,
     LimitKind,
+    LoadSample,
     Observation,
     Policy,
     Reason,
@@ -188,7 +189,10 @@ def _descending(name: str) -> tuple[int, str]:
     return (-int(digits) if digits else 0, name)
 
 
-_DAMPING_TIMES = ("last_down", "last_flap", "halved_at", "held_since")
+# The loop state kept in the database (the last samples live only in the loop's memory: a
+# replica taking the lease over starts without them, so no rising-load projection for two
+# samples).
+_DAMPING_TIMES = ("last_down", "last_flap", "halved_at", "held_since", "last_up", "pending_at")
 
 
 def _damping(raw: Mapping[str, Any] | None) -> Damping:
@@ -197,7 +201,7 @@ def _damping(raw: Mapping[str, Any] | None) -> Damping:
         return Damping()
     try:
         window = raw.get("window")
-        times = {
+        times: dict[str, Any] = {
             name: datetime.fromtimestamp(float(raw[name]), UTC)
             for name in _DAMPING_TIMES
             if raw.get(name) is not None
@@ -210,8 +214,6 @@ def _damping(raw: Mapping[str, Any] | None) -> Damping:
 
 
 def _damping_json(damping: Damping) -> dict[str, Any] | None:
-    if damping == Damping():
-        return None
     out: dict[str, Any] = {
         name: value.timestamp()
         for name in _DAMPING_TIMES
@@ -219,7 +221,14 @@ def _damping_json(damping: Damping) -> dict[str, Any] | None:
     }
     if damping.window is not None:
         out["window"] = damping.window.total_seconds()
-    return out
+    return out or None
+
+
+def _carry_samples(old: Sequence[_Plan], new: Sequence[_Plan]) -> None:
+    """Keep the last samples (memory only, never stored) across a re-read of the plans."""
+    samples = {plan.policy_id: plan.samples for plan in old}
+    for plan in new:
+        plan.samples = samples.get(plan.policy_id, ())
 
 
 def _history(raw: Sequence[Any] | None) -> tuple[Recommendation, ...]:
@@ -247,6 +256,8 @@ class _Plan:
     stored_damping: Mapping[str, Any] | None = None
     # Filled only for deployments whose workers change (a view costs queries).
     view: DeploymentView | None = None
+    # The last samples of the load (the loop's memory only; see `policy.ahead`).
+    samples: tuple[LoadSample, ...] = ()
 
 
 @dataclass
@@ -462,6 +473,8 @@ class ScalingService:
                         plan.view = None
                     return cache
                 plans = await self._plans(session, targets)
+                if cache is not None and cache.source is sessionmaker:
+                    _carry_samples(cache.plans, plans)
                 return _PlanCache(fingerprint, now, plans, sessionmaker)
 
         async def read_load() -> FleetLoad | None:
@@ -503,7 +516,7 @@ class ScalingService:
             )
             decision = decide(
                 plan.policy, plan.current, observation, plan.history, now,
-                settings.max_sample_age, plan.damping,
+                settings.max_sample_age, plan.damping, plan.samples,
             )  # fmt: skip
             outcome = _Outcome(
                 plan, decision, observation, decision.reason, detail=explain(decision, plan.policy)
@@ -554,6 +567,7 @@ class ScalingService:
         for outcome in outcomes:
             plan, decision = outcome.plan, outcome.decision
             plan.history, plan.damping = decision.history, decision.damping
+            plan.samples = decision.samples
             plan.last_reason, plan.last_desired = outcome.reason.value, decision.desired
             if outcome.applied:
                 plan.current = decision.desired

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from app.scaling.policy import (
     Damping,
     Decision,
+    LoadSample,
     Observation,
     Policy,
     Reason,
@@ -64,14 +65,17 @@ def replay(
     workers = start_workers
     history: tuple[Recommendation, ...] = ()
     damping = Damping()
+    samples: tuple[LoadSample, ...] = ()
     # When each running worker started; those younger than `startup` take no task yet.
     started: list[float] = [float("-inf")] * start_workers
     waiting_since: float | None = None
     for index, point in enumerate(points):
         now = datetime.fromtimestamp(point.at, UTC)
         observation = Observation(point.queued, point.running)
-        decision: Decision = decide(policy, workers, observation, history, now, max_age, damping)
-        history, damping = decision.history, decision.damping
+        decision: Decision = decide(
+            policy, workers, observation, history, now, max_age, damping, samples
+        )
+        history, damping, samples = decision.history, decision.damping, decision.samples
         if decision.recommended is None:
             result.fail_static_points += 1
         if decision.desired != workers or index == 0:

@@ -91,6 +91,8 @@ def test_the_damping_state_survives_storage_and_bad_rows_count_as_none() -> None
                       "last_flap": (T0 + timedelta(1)).timestamp()}  # fmt: skip
     assert _damping(stored) == state
     assert _damping_json(Damping()) is None
+    guarded = Damping(last_up=T0, pending_at=T0 + timedelta(seconds=15))
+    assert _damping(_damping_json(guarded)) == guarded
     for bad in (None, [], {"window": "long"}, {"last_down": "yesterday"}, {"halved_at": 1e300}):
         assert _damping(bad) == Damping()  # type: ignore[arg-type]
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from app.scaling.policy import (
     Damping,
+    Decision,
     LimitKind,
+    LoadSample,
     Observation,
     Policy,
     Reason,
     Recommendation,
+    ahead,
     decide,
     explain,
     recommend,
@@ -27,29 +31,115 @@ POLICY = Policy(min_workers=1, max_workers=10, tasks_per_worker=4)
 Row = tuple[int, float | None, float | None, int, Reason]
 
 
-def run(rows: list[Row], policy: Policy = POLICY, start: int = 1, max_age: float = 90) -> None:
-    """Step the policy through the rows, feeding each decision's workers and window back."""
-    current = start
+@dataclass
+class Loop:
+    """The decision loop's memory between rounds, fed back as the service does."""
+
+    policy: Policy = POLICY
+    current: int = 1
     history: tuple[Recommendation, ...] = ()
-    damping = Damping()
-    for seconds, queued, running, workers, reason in rows:
+    damping: Damping = field(default_factory=Damping)
+    samples: tuple[LoadSample, ...] = ()
+
+    def __call__(self, seconds: float, observation: Observation, max_age: float = 90) -> Decision:
         now = T0 + timedelta(seconds=seconds)
         decision = decide(
-            policy, current, Observation(queued, running), history, now, max_age, damping
-        )
+            self.policy, self.current, observation, self.history, now, max_age, self.damping,
+            self.samples,
+        )  # fmt: skip
+        self.current, self.history = decision.desired, decision.history
+        self.damping, self.samples = decision.damping, decision.samples
+        return decision
+
+
+def run(rows: list[Row], policy: Policy = POLICY, start: int = 1, max_age: float = 90) -> None:
+    """Step the policy through the rows, feeding each decision's workers and window back."""
+    loop = Loop(policy, start)
+    for seconds, queued, running, workers, reason in rows:
+        decision = loop(seconds, Observation(queued, running), max_age)
         assert (seconds, decision.desired, decision.reason) == (seconds, workers, reason)
-        current, history, damping = decision.desired, decision.history, decision.damping
 
 
 def test_a_burst_scales_up_at_once_within_the_step_limit() -> None:
     run([
         (0, 0, 0, 1, Reason.STEADY),
-        # 40 tasks / 4 per worker = 10 workers, but 4 at most per round.
+        # 40 tasks / 4 per worker = 10 workers, but 4 at most per round; the rest of a step
+        # cut by the limit follows without waiting for confirmation.
         (10, 38, 2, 5, Reason.SCALE_UP_LIMITED),
         (20, 30, 10, 9, Reason.SCALE_UP_LIMITED),
         (30, 20, 20, 10, Reason.SCALE_UP),
         (40, 0, 40, 10, Reason.STEADY),
+    ], policy=Policy(1, 10, 4, up_limit=4))  # fmt: skip
+
+
+def test_the_default_limit_meets_a_burst_of_ten_workers_in_one_round() -> None:
+    run([(0, 0, 0, 1, Reason.STEADY), (10, 38, 2, 10, Reason.SCALE_UP)])
+
+
+def test_a_scale_up_soon_after_another_waits_for_the_next_sample() -> None:
+    """The start-up guard: the backlog left from the last start-up asks for workers that would
+    come after it has drained; only a second sample wanting more scales up again."""
+    run([
+        (0, 10, 2, 3, Reason.SCALE_UP),
+        # 60 s later a new batch meets the tasks still running: 20 > 3 x 4 slots. The queue
+        # (8) would not fill the 12 slots on its own: wait for the next sample.
+        (60, 8, 12, 3, Reason.HELD_FOR_CONFIRMATION),
+        (80, 0, 12, 3, Reason.STEADY),  # the next sample: the backlog is gone, no scale-up
+        (100, 8, 12, 3, Reason.HELD_FOR_CONFIRMATION),
+        # Confirmed by the next sample: up to what this sample asks (18 / 4).
+        (110, 6, 12, 5, Reason.SCALE_UP),
+        # 120 s after that scale-up the guard is over: the first sample is enough.
+        (230, 20, 12, 8, Reason.SCALE_UP),
     ])  # fmt: skip
+
+
+def test_the_guard_never_delays_a_queue_deeper_than_the_workers_slots() -> None:
+    run([
+        (0, 10, 2, 3, Reason.SCALE_UP),
+        (30, 13, 12, 7, Reason.SCALE_UP),  # 13 queued > 12 slots: a burst, at once
+    ])  # fmt: skip
+
+
+def test_the_guard_waits_for_a_new_sample_not_a_new_round() -> None:
+    """Rounds every 10 s, scrapes every 15 s: a round that sees the sample it saw before (same
+    scrape time, known from the sample's age) is no confirmation."""
+    loop = Loop()
+    seen = []
+    for second, (queued, running), age in [
+        (0, (10, 2), 0), (60, (8, 12), 0), (70, (8, 12), 10), (80, (9, 12), 5),
+    ]:  # fmt: skip
+        decision = loop(second, Observation(queued, running, age=age))
+        seen.append((second, decision.desired, decision.reason))
+    assert seen == [
+        (0, 3, Reason.SCALE_UP),
+        (60, 3, Reason.HELD_FOR_CONFIRMATION),
+        (70, 3, Reason.HELD_FOR_CONFIRMATION),  # scraped at 60 like the last one
+        (80, 6, Reason.SCALE_UP),  # scraped at 75: a new sample wants more too
+    ]
+
+
+def test_a_rising_load_is_counted_ahead_by_one_start_up() -> None:
+    """Rising over each of the last two samples (by 4 tasks per 10 s), the load is counted
+    4/10 x (30 s start-up + 10 s) = 16 tasks ahead: 6 workers at once instead of a staircase."""
+    loop = Loop()
+    decisions = [loop(second, Observation(0, load)) for second, load in [(0, 0), (10, 4), (20, 8)]]
+    assert [(d.desired, d.ahead) for d in decisions] == [(1, 0), (1, 0), (6, 16)]
+    assert "16 more tasks expected" in explain(decisions[-1], POLICY)
+
+
+def test_the_slower_of_the_two_rises_counts_and_old_samples_do_not() -> None:
+    at = T0.timestamp()
+    samples = (LoadSample(at + 20, 20), LoadSample(at + 10, 8), LoadSample(at, 6))
+    assert ahead(samples, timedelta(seconds=30)) == 0.2 * 40  # 2 per 10 s, not 12
+    sparse = (samples[0], samples[1], LoadSample(at - 60, 0))
+    assert ahead(sparse, timedelta(seconds=30)) == 0  # 70 s apart: more than a start-up
+
+
+def test_a_load_that_jumps_once_is_not_projected() -> None:
+    """A step (a batch arriving at once) is no trend: nothing is counted ahead."""
+    loop = Loop()
+    decisions = [loop(second, Observation(0, load)) for second, load in [(0, 0), (10, 0), (20, 24)]]
+    assert (decisions[-1].desired, decisions[-1].ahead) == (6, 0)
 
 
 def test_a_burst_within_the_limit_is_met_in_one_round() -> None:
