@@ -508,15 +508,14 @@ class ScalingService:
             return report
         runtime = runtime_of(targets)
         outcomes = []
+        max_age, unavailable = settings.max_sample_age, Observation(None, None, unavailable=True)
         for plan in plans:
             observation = (
-                load.observation(plan.name, plan.queue)
-                if load is not None
-                else Observation(None, None, unavailable=True)
+                load.observation(plan.name, plan.queue) if load is not None else unavailable
             )
             decision = decide(
-                plan.policy, plan.current, observation, plan.history, now,
-                settings.max_sample_age, plan.damping, plan.samples,
+                plan.policy, plan.current, observation, plan.history, now, max_age,
+                plan.damping, plan.samples,
             )  # fmt: skip
             outcome = _Outcome(
                 plan, decision, observation, decision.reason, detail=explain(decision, plan.policy)
@@ -559,7 +558,8 @@ class ScalingService:
                     )
                     self._pruned_at = now
         for outcome in outcomes:
-            report.reasons[outcome.reason.value] = report.reasons.get(outcome.reason.value, 0) + 1
+            # Reasons are str members: used as they are (`.value` costs per deployment).
+            report.reasons[outcome.reason] = report.reasons.get(outcome.reason, 0) + 1
             report.applied += int(outcome.applied)
             report.failed += int(outcome.reason is Reason.APPLY_FAILED)
         self._export(outcomes, report)
@@ -568,7 +568,7 @@ class ScalingService:
             plan, decision = outcome.plan, outcome.decision
             plan.history, plan.damping = decision.history, decision.damping
             plan.samples = decision.samples
-            plan.last_reason, plan.last_desired = outcome.reason.value, decision.desired
+            plan.last_reason, plan.last_desired = outcome.reason, decision.desired
             if outcome.applied:
                 plan.current = decision.desired
         self._cache, self._last_round = cache, now
@@ -730,10 +730,10 @@ class ScalingService:
                 for child, value in zip(exported.children, values, strict=True):
                     child.set(value)
                 exported.values = values
-            counter = exported.counters.get(outcome.reason.value)
+            counter = exported.counters.get(outcome.reason)
             if counter is None:
                 counter = DECISIONS.labels(*labels, outcome.reason.value)
-                exported.counters[outcome.reason.value] = counter
+                exported.counters[outcome.reason] = counter
             counter.inc()
         # A deployment whose policy was disabled or deleted stops being exported.
         for labels in set(self._exported) - seen:
@@ -846,21 +846,26 @@ def _stored_window(window: Sequence[Recommendation]) -> list[list[float]]:
     return [[r.at.timestamp(), r.workers] for r in window]
 
 
-def _changes(outcome: _Outcome, now: datetime) -> _Changes:
-    """What the round must store for this deployment: a steady one stores nothing."""
+def _changes(outcome: _Outcome, now: datetime) -> _Changes | None:
+    """What the round must store for this deployment; None for a steady one."""
     plan, decision = outcome.plan, outcome.decision
+    record = (
+        decision.desired != plan.current
+        or outcome.reason != plan.last_reason
+        or decision.desired != plan.last_desired
+    )
     damping, damping_moved = None, False
-    if decision.damping != plan.damping:
+    if decision.damping is not plan.damping and decision.damping != plan.damping:
         damping = _damping_json(decision.damping)
         damping_moved = damping != plan.stored_damping
     moved = _window_moved(plan.stored_window, decision.history, now)
+    if not (record or damping_moved or moved):
+        return None
     return _Changes(
         window=_stored_window(decision.history) if moved else None,
         damping=damping,
         damping_moved=damping_moved,
-        decision=decision.desired != plan.current
-        or outcome.reason.value != plan.last_reason
-        or decision.desired != plan.last_desired,
+        decision=record,
     )
 
 
