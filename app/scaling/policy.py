@@ -356,8 +356,9 @@ def _unconfirmed(
 
 
 def explain(decision: Decision, policy: Policy) -> str:
-    """What a decision's reason alone does not say: a scale-down held to go down in one step, and
-    a scale-down window that flap damping has grown."""
+    """What a decision's reason alone does not say: a scale-down held to go down in one step, a
+    scale-up waiting for confirmation, a rising load counted ahead, and a scale-down window that
+    flap damping has grown."""
     parts = []
     damping = decision.damping
     span = damping.window or policy.down_window
