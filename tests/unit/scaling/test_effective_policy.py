@@ -9,8 +9,15 @@ import pytest
 
 from app.deployments.models import Deployment
 from app.scaling.models import ScalingPolicy
-from app.scaling.policy import Damping, LimitKind, Recommendation, _pushed, compress
-from app.scaling.service import _damping, _damping_json, _window_moved, effective_policy
+from app.scaling.policy import Damping, LimitKind, LoadSample, Recommendation, _pushed, compress
+from app.scaling.service import (
+    _carry_samples,
+    _damping,
+    _damping_json,
+    _Plan,
+    _window_moved,
+    effective_policy,
+)
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -107,3 +114,21 @@ def test_pushing_onto_a_window_is_compressing_it() -> None:
         newest = Recommendation(T0 + timedelta(seconds=50), rng.randrange(5))
         for window in (compress(points), tuple(points)):
             assert _pushed(window, newest) == compress((*window, newest))
+
+
+def test_the_last_samples_survive_a_reread_of_the_plans() -> None:
+    """The samples are never stored: when the loop reads its plans again (every 60 s at most),
+    each policy keeps its own, and a policy new to the loop starts without any."""
+
+    def plan(policy_id: int, samples: tuple[LoadSample, ...] = ()) -> _Plan:
+        return _Plan(
+            policy_id=policy_id, deployment_id=policy_id, name=f"d{policy_id}", workspace="w",
+            policy=effective_policy(None, deployment()), queue=None, current=1, history=(),
+            damping=Damping(), last_reason=None, last_desired=None, samples=samples,
+        )  # fmt: skip
+
+    seen = (LoadSample(T0.timestamp(), 12.0), LoadSample(T0.timestamp() - 15, 8.0))
+    old = [plan(1, seen), plan(2)]
+    new = [plan(2), plan(1), plan(3)]
+    _carry_samples(old, new)
+    assert [p.samples for p in new] == [(), seen, ()]
