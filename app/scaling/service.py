@@ -297,10 +297,6 @@ class _Changes:
     damping_moved: bool
     decision: bool  # a decision row: something changed, or the reason or desired count did
 
-    @property
-    def any(self) -> bool:
-        return self.window is not None or self.damping_moved or self.decision
-
 
 @dataclass
 class _Exported:
@@ -536,7 +532,7 @@ class ScalingService:
         # Only what this round changes is loaded and written: a steady fleet writes nothing.
         for outcome in outcomes:
             outcome.changes = _changes(outcome, now)
-        writing = [o for o in outcomes if o.changes is not None and o.changes.any]
+        writing = [o for o in outcomes if o.changes is not None]
         prune = self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY
         if writing or prune:
             async with session_scope(sessionmaker) as session:
