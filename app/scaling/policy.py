@@ -201,7 +201,7 @@ def _pushed(
 ) -> tuple[Recommendation, ...]:
     """`compress` of the window plus its newest recommendation, in the usual case (the window
     already compressed: older first, each higher than the next) without sorting it again."""
-    if any(a.at > b.at or a.workers <= b.workers for a, b in pairwise(window)):
+    if len(window) > 1 and any(a.at > b.at or a.workers <= b.workers for a, b in pairwise(window)):
         return compress((*window, newest))
     kept = len(window)
     while kept and window[kept - 1].workers <= newest.workers and window[kept - 1].at <= newest.at:
@@ -231,6 +231,8 @@ def up_step(current: int, policy: Policy) -> int:
 def settle(damping: Damping, policy: Policy, now: datetime) -> Damping:
     """The damping in force at `now`: the window within the policy's bounds, halved once for
     every whole window the workers have stayed down since the last flap."""
+    if damping.window is None:
+        return damping  # the policy's own window: nothing to halve
     base = policy.down_window
     window = min(max(base, policy.down_window_max), max(base, damping.window or base))
     halved = damping.halved_at
@@ -283,7 +285,8 @@ def decide(
     """The number of workers to run now, and why (`samples`: the last decision's)."""
     damping = settle(damping, policy, now)
     span = damping.window or policy.down_window
-    kept = tuple(r for r in history if now - r.at < span and r.at <= now)
+    since = now - span
+    kept = tuple(r for r in history if since < r.at <= now)
     failed = fail_static_reason(observation, max_age)
     if failed is not None:
         return Decision(current, None, failed, kept, damping=damping, samples=samples)

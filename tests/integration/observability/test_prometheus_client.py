@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.integrations.errors import PermanentError, TransientError
-from app.integrations.prometheus import PrometheusClient
+from app.integrations.prometheus import PrometheusClient, Sample
 from tests.harness.components import PrometheusServer
 
 
@@ -21,6 +21,10 @@ async def test_instant_queries_return_labelled_samples(client: PrometheusClient)
     assert await client.query("absent(nothing_here) unless vector(1)") == []
 
 
+async def test_a_scalar_answer_is_one_unlabelled_sample(client: PrometheusClient) -> None:
+    assert await client.query("scalar(vector(3))") == [Sample({}, 3.0)]
+
+
 async def test_a_refused_query_is_permanent_with_prometheus_reason(
     client: PrometheusClient,
 ) -> None:
@@ -34,6 +38,8 @@ async def test_an_unreachable_prometheus_is_transient(
     prometheus_server.stop()
     with pytest.raises(TransientError, match="ConnectionError contacting Prometheus"):
         await client.metric_names()
+    with pytest.raises(TransientError, match="ConnectionError contacting Prometheus"):
+        await client.query("up")
     with pytest.raises(TransientError, match="prometheus: reload"):
         await client.reload()
 
