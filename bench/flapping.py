@@ -18,8 +18,9 @@ the same for every model, so only the decisions differ). The autoscalers see que
             a scale-up a further one only when the next sample wants it too or the queue alone
             exceeds the workers' slots (the start-up guard), down only to the highest
             recommendation of the last 300 s (`--down-window`, the policy's
-            `scale_down_window_seconds`), in one step, with flap damping growing that window up
-            to 1200 s (`--down-window-max`, `scale_down_window_max_seconds`; 0 turns it off);
+            `scale_down_window_seconds`), in one step and never into a rising load, with flap
+            damping (near flaps included) growing that window up to 1200 s
+            (`--down-window-max`, `scale_down_window_max_seconds`; 0 turns it off);
             fail-static never fires here (no gaps).
   HPA       defaults (kubernetes pkg/apis/autoscaling/v2/defaults.go, peers.md A3): 15 s sync,
             tolerance 0.1 on current/target, scale-up max(100 %, 4 pods) per 15 s, scale-down

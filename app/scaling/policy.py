@@ -15,7 +15,9 @@ The maths follows KEDA's `AverageValue` and the HPA's behaviour, with Celery's n
    each flap doubles the window (up to `down_window_max`), and each window without one halves
    it again (down to `down_window`). A load that bursts every few minutes then keeps its burst
    capacity instead of paying a scale-up and a scale-down per burst; a quiet load keeps the
-   short window;
+   short window. Capacity that the window kept unneeded for `NEAR_FLAP` of its length and that
+   is then needed again is a near flap, and counts as one: bursts spaced close to the window
+   grow it before a longer gap between them costs a scale-down and a scale-up;
 5. scale-up limit: at most `up_limit` pods, or `up_limit` percent of the current workers (at
    least one), per decision;
 6. start-up backlog guard: within `up_confirm` of a scale-up, a further one waits for the next
@@ -26,7 +28,10 @@ The maths follows KEDA's `AverageValue` and the HPA's behaviour, with Celery's n
 7. rising load: when the load rose over each of the last two samples, the recommendation counts
    the load expected by the time a worker asked for now takes tasks (the slower of the two rises,
    over `startup` plus one sample interval), so a load that ramps up is followed in one or two
-   steps instead of a staircase of them.
+   steps instead of a staircase of them;
+8. no scale-down into a rising load: while the newest sample is above the lowest of the last
+   ones (taken within `RISING_SPAN`), the workers stay; a level that starts to rise just as the
+   window lets go of an older peak is not first scaled down and then up again.
 
 No I/O and no clock of its own: the caller passes `now` (and the observation says how old its
 sample is), so tests and the what-if simulator replay any timeline.
@@ -99,6 +104,13 @@ class Policy:
 # Two observations are of one sample when their sample times are this close (the times are
 # derived from each query's answer, so they differ by the query's jitter).
 SAME_SAMPLE = 1.0
+# Capacity the window kept unneeded for this share of its length before it was needed again is
+# a near flap: the window is shorter than about 2.5 times the gaps between the load's peaks, so
+# the next longer gap would cost a scale-down and a scale-up (bench/flapping: 0.5 left more
+# seeds flapping, 0.3 no fewer).
+NEAR_FLAP = 0.4
+# How far back samples count when asking whether the load is rising (four scrapes at 15 s).
+RISING_SPAN = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +284,30 @@ def ahead(samples: Sequence[LoadSample], startup: timedelta) -> float:
     return rate * (startup.total_seconds() + recent) if rate > 0 else 0.0
 
 
+def rising(samples: Sequence[LoadSample]) -> bool:
+    """Whether the newest sample is above the lowest of the others taken within `RISING_SPAN`
+    of it (a noisy flat load is not rising about a third of the time, so this only delays)."""
+    if len(samples) < 2:
+        return False
+    newest = samples[0]
+    return any(newest.at - s.at <= RISING_SPAN and s.load < newest.load for s in samples[1:])
+
+
+def _highest(window: Sequence[Recommendation]) -> int:
+    return max((r.workers for r in window), default=0)
+
+
+def _last_needed(window: Sequence[Recommendation], workers: int) -> datetime | None:
+    """When the window last recommended at least `workers` (None: not within it). A compressed
+    window is ordered by falling recommendations, so these come first."""
+    last = None
+    for recommendation in window:
+        if recommendation.workers < workers:
+            break
+        last = recommendation.at
+    return last
+
+
 def decide(
     policy: Policy,
     current: int,
@@ -311,8 +347,17 @@ def decide(
             held_since = damping.held_since or now
             if now - held_since < span / 2:
                 desired = current
+        if desired < current and rising(samples):
+            desired = current  # not into a rising load
     else:
         desired = recommended
+        if current > policy.min_workers:
+            needed = _last_needed(kept, current)
+            if needed is None or now - needed >= span * NEAR_FLAP:
+                # A near flap: the window kept these workers long unneeded, now needed again.
+                grown = min(max(policy.down_window, policy.down_window_max), span * 2)
+                if grown > span:
+                    damping = replace(damping, window=grown, last_flap=now)
     reason = Reason.STEADY
     if desired > current and _unconfirmed(policy, current, queued, damping, sample_at, now):
         # The start-up guard: wait for the next sample to want more workers too.
@@ -359,18 +404,21 @@ def _unconfirmed(
 
 
 def explain(decision: Decision, policy: Policy) -> str:
-    """What a decision's reason alone does not say: a scale-down held to go down in one step, a
-    scale-up waiting for confirmation, a rising load counted ahead, and a scale-down window that
-    flap damping has grown."""
+    """What a decision's reason alone does not say: a scale-down held to go down in one step or
+    while the load rises, a scale-up waiting for confirmation, a rising load counted ahead, and
+    a scale-down window that flap damping has grown."""
     parts = []
     damping = decision.damping
     span = damping.window or policy.down_window
-    if decision.reason is Reason.HELD_BY_WINDOW and damping.held_since is not None:
+    held = decision.reason is Reason.HELD_BY_WINDOW
+    if held and damping.held_since is not None:
         latest = damping.held_since + span / 2
         parts.append(
             "going down in one step once the load's way down has left the window "
             f"(by {latest:%H:%M:%S} UTC at the latest)"
         )
+    elif held and rising(decision.samples) and _highest(decision.history) < decision.desired:
+        parts.append("the load is rising again: no scale-down while it rises")
     if decision.reason is Reason.HELD_FOR_CONFIRMATION:
         parts.append(
             "a scale-up soon after the last one waits for the next sample to want it too "

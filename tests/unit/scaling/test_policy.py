@@ -21,6 +21,7 @@ from app.scaling.policy import (
     decide,
     explain,
     recommend,
+    rising,
     up_step,
 )
 
@@ -214,6 +215,78 @@ def test_repeated_flaps_grow_the_window_up_to_its_maximum_only() -> None:
     assert down_after == [300, 600, 1000, 1000]
 
 
+def test_capacity_kept_unneeded_for_long_then_needed_again_grows_the_window() -> None:
+    """A near flap: the window kept the burst's workers unneeded for 140 s (more than 40% of
+    its 300 s) before the next burst needed them. The window doubles as for a flap, so the
+    workers stay 600 s after that burst instead of 300 s."""
+    policy = Policy(1, 10, 4, up_limit=100, down_window_max=timedelta(seconds=1200))
+    run([
+        (0, 40, 0, 10, Reason.SCALE_UP),
+        (10, 0, 8, 10, Reason.HELD_BY_WINDOW),
+        (130, 0, 8, 10, Reason.HELD_BY_WINDOW),
+        (140, 40, 0, 10, Reason.STEADY),
+        (150, 0, 0, 10, Reason.HELD_BY_WINDOW),
+        (739, 0, 0, 10, Reason.HELD_BY_WINDOW),
+        (740, 0, 0, 1, Reason.SCALE_DOWN),
+    ], policy=policy)  # fmt: skip
+
+
+def test_bursts_closer_than_the_near_flap_share_keep_the_window() -> None:
+    policy = Policy(1, 10, 4, up_limit=100, down_window_max=timedelta(seconds=1200))
+    run([
+        (0, 40, 0, 10, Reason.SCALE_UP),
+        (10, 0, 8, 10, Reason.HELD_BY_WINDOW),
+        # 110 s unneeded is under 40% of the window: no near flap, the window stays 300 s.
+        (110, 40, 0, 10, Reason.STEADY),
+        (120, 0, 0, 10, Reason.HELD_BY_WINDOW),
+        (409, 0, 0, 10, Reason.HELD_BY_WINDOW),
+        (410, 0, 0, 1, Reason.SCALE_DOWN),
+    ], policy=policy)  # fmt: skip
+
+
+def test_at_the_minimum_the_workers_are_always_needed() -> None:
+    """A load that comes back to a deployment at its minimum is no near flap."""
+    policy = Policy(1, 10, 4, up_limit=100, down_window_max=timedelta(seconds=1200))
+    loop = Loop(policy, 1)
+    loop(0, Observation(0, 0))
+    loop(250, Observation(0, 2))
+    assert loop.damping.window is None
+
+
+def test_no_scale_down_into_a_rising_load() -> None:
+    """The burst's recommendation leaves the window at t=300 just as the load starts rising:
+    the workers stay until a sample is no longer above the recent ones, then go down once."""
+    run([
+        (0, 40, 0, 10, Reason.SCALE_UP),
+        (10, 0, 4, 10, Reason.HELD_BY_WINDOW),
+        (280, 0, 4, 10, Reason.HELD_BY_WINDOW),
+        (290, 0, 4, 10, Reason.HELD_BY_WINDOW),
+        (300, 0, 8, 10, Reason.HELD_BY_WINDOW),
+        (310, 0, 12, 10, Reason.HELD_BY_WINDOW),
+        # 12 is still above t=300's 8.
+        (320, 0, 12, 10, Reason.HELD_BY_WINDOW),
+        # Down once, to the window's highest: t=310 counted the rise ahead (12 + 16 tasks).
+        (330, 0, 12, 7, Reason.SCALE_DOWN),
+    ], policy=Policy(1, 10, 4, up_limit=100))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("samples", "expected"),
+    [
+        pytest.param((LoadSample(100, 5),), False, id="one-sample"),
+        pytest.param((LoadSample(100, 5), LoadSample(85, 5), LoadSample(70, 5)), False, id="flat"),
+        pytest.param((LoadSample(100, 5), LoadSample(85, 6), LoadSample(70, 4)), True, id="up"),
+        pytest.param((LoadSample(100, 4), LoadSample(85, 5), LoadSample(70, 6)), False, id="down"),
+        pytest.param((LoadSample(100, 5), LoadSample(50, 1)), True, id="within-span"),
+        pytest.param((LoadSample(100, 5), LoadSample(30, 1)), False, id="too-old"),
+    ],
+)
+def test_rising_compares_the_newest_sample_with_recent_ones(
+    samples: tuple[LoadSample, ...], expected: bool
+) -> None:
+    assert rising(samples) is expected
+
+
 def test_no_damping_when_the_maximum_is_not_above_the_window() -> None:
     run([
         (0, 40, 0, 10, Reason.SCALE_UP),
@@ -367,3 +440,13 @@ def test_the_decision_says_when_it_holds_for_one_step_and_when_the_window_grew()
         Reason.SCALE_UP, "scale-down window 600 s after flapping (policy: 300 s)"
     )  # fmt: skip
     assert said[410][1] == "scale-down window 600 s after flapping (policy: 300 s)"
+
+
+def test_the_decision_says_when_it_holds_for_a_rising_load() -> None:
+    loop = Loop(Policy(1, 10, 4, up_limit=100), 1)
+    for seconds, running in [(0, 40), (10, 4), (290, 4), (300, 8)]:
+        decision = loop(seconds, Observation(0, running))
+    assert (decision.reason, explain(decision, loop.policy)) == (
+        Reason.HELD_BY_WINDOW,
+        "the load is rising again: no scale-down while it rises",
+    )
