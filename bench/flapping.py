@@ -2,9 +2,11 @@
 `app.scaling.policy.decide`), an HPA-default simulation and a KEDA-chart-default one, same run.
 
 Each trace is a list of tasks (arrival, duration) around a *level* of concurrent tasks that
-shifts every 20 minutes (the "true level shifts"); on top of the level the load oscillates (a
-sawtooth: the level's tasks arrive in a batch every 60 s and last 40 s) or bursts (a steady
-stream at the level, plus a burst of twice the level's 30-second tasks at random minutes).
+shifts every 20 minutes (the "true level shifts": the rise from nothing, each change of level,
+and the fall to nothing after the last one, which the simulation runs for 15 minutes); on top of
+the level the load oscillates (a sawtooth: the level's tasks arrive in a batch every 60 s and
+last 40 s) or bursts (a steady stream at the level, plus a burst of twice the level's 30-second
+tasks at random minutes).
 
 One discrete-event simulation, one second per step, serves every autoscaler: FIFO queue, a
 worker takes `tasks_per_worker` tasks at once and only `startup` seconds after it was asked for;
@@ -44,6 +46,7 @@ Run: `uv run python -m bench.flapping [--minutes 120] [--seed 1 2 ...] [--down-w
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import random
 import sys
@@ -61,6 +64,7 @@ MIN_WORKERS, MAX_WORKERS = 1, 10
 STARTUP = 30  # seconds from "scale up" to a worker taking tasks (same for every model)
 SCRAPE = 15  # Prometheus scrape interval: Sextant and the HPA see values up to this old
 LEVEL_SECONDS = 20 * 60
+TAIL = 900  # seconds simulated after the trace, without new tasks
 TARGET_CHANGES_PER_SHIFT = 1.5
 
 
@@ -79,8 +83,11 @@ class Trace:
 
     @property
     def shifts(self) -> int:
-        """How often the true level changes (the first rise from nothing included)."""
-        return sum(1 for a, b in zip([0, *self.levels], self.levels, strict=False) if a != b)
+        """How often the true level changes: the first rise from nothing and the fall to nothing
+        after the last level included (the simulation runs `TAIL` seconds without tasks after
+        the trace and counts the changes the models make then)."""
+        levels = [0, *self.levels, 0]
+        return sum(1 for a, b in itertools.pairwise(levels) if a != b)
 
 
 def levels(minutes: int, rng: random.Random) -> list[int]:
@@ -257,7 +264,7 @@ def simulate(trace: Trace, scaler: Scaler, start: int) -> Outcome:
     waits: list[float] = []
     replicas, changes, worker_seconds = start, 0, 0.0
     index = 0
-    for now in range(trace.seconds + 900):
+    for now in range(trace.seconds + TAIL):
         while index < len(arrivals) and arrivals[index].arrival <= now:
             queue.append((arrivals[index], now))
             index += 1
