@@ -17,8 +17,9 @@ the same for every model, so only the decisions differ). The autoscalers see que
             and that sample's age), default policy: ceil(load / tasks_per_worker) in [1, 10],
             +10 workers per decision at most (`--up-limit`), a load rising over the last two
             samples counted one start-up (30 s) plus one sample interval ahead, within 120 s of
-            a scale-up a further one only when the next sample wants it too or the queue alone
-            exceeds the workers' slots (the start-up guard), down only to the highest
+            a scale-up a further one, and at any time one only that projection asks for, only
+            when the next sample wants it too or the queue alone exceeds the workers' slots
+            (the start-up guard), down only to the highest
             recommendation of the last 300 s (`--down-window`, the policy's
             `scale_down_window_seconds`), in one step and never into a rising load, with flap
             damping (near flaps included) growing that window up to 1200 s

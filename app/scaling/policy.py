@@ -23,8 +23,11 @@ The maths follows KEDA's `AverageValue` and the HPA's behaviour, with Celery's n
 6. start-up backlog guard: within `up_confirm` of a scale-up, a further one waits for the next
    sample of the load to want it too. Tasks queue while new workers start; when the next batch
    arrives that backlog is still there and asks for workers that would start after it has
-   drained. A queue deeper than all the current workers' slots is acted on at once (the guard
-   never delays a burst), and the rest of a step cut by the limit follows without waiting;
+   drained. A scale-up that only the rising-load projection (7.) asks for, with nothing queued
+   and the load itself fitting the workers, waits for the next sample too, at any time: one
+   noisy rise is no ramp. A queue deeper than all the current workers' slots is acted on at once
+   (the guard never delays a burst), and the rest of a step cut by the limit follows without
+   waiting;
 7. rising load: when the load rose over each of the last two samples, the recommendation counts
    the load expected by the time a worker asked for now takes tasks (the slower of the two rises,
    over `startup` plus one sample interval), so a load that ramps up is followed in one or two
@@ -95,7 +98,8 @@ class Policy:
     down_window: timedelta = timedelta(seconds=300)
     # The longest the window grows to under flap damping (no growth if not above down_window).
     down_window_max: timedelta = timedelta(seconds=1200)
-    # How long after a scale-up a further one waits for the next sample (0: never).
+    # How long after a scale-up a further one waits for the next sample (0: never; a scale-up
+    # only the rising-load projection asks for waits for it regardless).
     up_confirm: timedelta = timedelta(seconds=120)
     # How long a new worker takes to take tasks: how far ahead a rising load is projected.
     startup: timedelta = timedelta(seconds=30)
@@ -359,7 +363,11 @@ def decide(
                 if grown > span:
                     damping = replace(damping, window=grown, last_flap=now)
     reason = Reason.STEADY
-    if desired > current and _unconfirmed(policy, current, queued, damping, sample_at, now):
+    # Nothing queued and the load itself fits the workers: only the projection wants more.
+    speculative = expected > 0 and queued <= 0 and recommend(load, policy) <= current
+    if desired > current and _unconfirmed(
+        policy, current, queued, damping, sample_at, now, speculative
+    ):
         # The start-up guard: wait for the next sample to want more workers too.
         desired, reason = current, Reason.HELD_FOR_CONFIRMATION
         pending_at = damping.pending_at or datetime.fromtimestamp(sample_at, now.tzinfo)
@@ -390,12 +398,14 @@ def decide(
 
 def _unconfirmed(
     policy: Policy, current: int, queued: float, damping: Damping, sample_at: float,
-    now: datetime,
+    now: datetime, speculative: bool,
 ) -> bool:  # fmt: skip
     """Whether a scale-up must wait for the next sample (the start-up guard): it comes within
-    `up_confirm` of the last one, the queue alone would not fill the current workers' slots, the
-    workers are not below the minimum, and no earlier sample has asked for it already."""
-    if damping.last_up is None or not now - damping.last_up < policy.up_confirm:
+    `up_confirm` of the last one or is `speculative` (only the rising-load projection asks for
+    it), the queue alone would not fill the current workers' slots, the workers are not below
+    the minimum, and no earlier sample has asked for it already."""
+    recent = damping.last_up is not None and now - damping.last_up < policy.up_confirm
+    if not (recent or speculative):
         return False
     if current < policy.min_workers or queued > current * policy.tasks_per_worker:
         return False
@@ -421,8 +431,8 @@ def explain(decision: Decision, policy: Policy) -> str:
         parts.append("the load is rising again: no scale-down while it rises")
     if decision.reason is Reason.HELD_FOR_CONFIRMATION:
         parts.append(
-            "a scale-up soon after the last one waits for the next sample to want it too "
-            "(tasks queued while the new workers started may be what it sees)"
+            "a scale-up soon after the last one, or one only the rising load's projection asks "
+            "for, waits for the next sample to want it too"
         )
     if decision.ahead > 0:
         parts.append(

@@ -128,6 +128,28 @@ def test_a_rising_load_is_counted_ahead_by_one_start_up() -> None:
     assert "16 more tasks expected" in explain(decisions[-1], POLICY)
 
 
+@pytest.mark.parametrize(
+    ("running_then", "workers", "reason"),
+    [
+        pytest.param(12, 4, Reason.SCALE_UP, id="still-rising"),
+        pytest.param(10, 3, Reason.STEADY, id="noise"),
+    ],
+)
+def test_a_scale_up_only_the_projection_asks_for_waits_for_the_next_sample(
+    running_then: int, workers: int, reason: Reason
+) -> None:
+    """Long after the last scale-up, nothing queued and 11 running fit 3 workers: only the
+    projection (12 tasks ahead) wants 6. One noisy rise is no ramp: the next sample must want
+    more too."""
+    run([
+        (0, 12, 0, 3, Reason.SCALE_UP),
+        (200, 0, 4, 3, Reason.HELD_BY_WINDOW),
+        (210, 0, 8, 3, Reason.HELD_BY_WINDOW),
+        (220, 0, 11, 3, Reason.HELD_FOR_CONFIRMATION),
+        (230, 0, running_then, workers, reason),
+    ])  # fmt: skip
+
+
 def test_the_slower_of_the_two_rises_counts_and_old_samples_do_not() -> None:
     at = T0.timestamp()
     samples = (LoadSample(at + 20, 20), LoadSample(at + 10, 8), LoadSample(at, 6))
