@@ -283,9 +283,15 @@ class _Outcome:
     observation: Observation
     reason: Reason
     applied: bool = False
-    detail: str = ""
+    # None: what `explain` says, worked out only for a decision that is applied or stored.
+    detail: str | None = None
     # What the round stores for this deployment (`_changes`), once the change is applied.
     changes: _Changes | None = None
+
+    def text(self) -> str:
+        if self.detail is None:
+            self.detail = explain(self.decision, self.plan.policy)
+        return self.detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,9 +519,7 @@ class ScalingService:
                 plan.policy, plan.current, observation, plan.history, now, max_age,
                 plan.damping, plan.samples,
             )  # fmt: skip
-            outcome = _Outcome(
-                plan, decision, observation, decision.reason, detail=explain(decision, plan.policy)
-            )
+            outcome = _Outcome(plan, decision, observation, decision.reason)
             if report.query_failed and decision.reason is Reason.METRICS_UNAVAILABLE:
                 outcome.detail = report.query_failed
             outcomes.append(outcome)
@@ -660,7 +664,7 @@ class ScalingService:
             parts.append(
                 "leaving: " + ", ".join(f"{v} ({busy.get(v, 0)} running)" for v in victims)
             )
-        outcome.detail = "; ".join(part for part in (outcome.detail, *parts) if part)
+        outcome.detail = "; ".join(part for part in (outcome.text(), *parts) if part)
 
     def _record(
         self,
@@ -693,7 +697,7 @@ class ScalingService:
                     desired=decision.desired,
                     applied=outcome.applied,
                     reason=outcome.reason.value,
-                    detail=outcome.detail[:2000],
+                    detail=outcome.text()[:2000],
                 ),
             )
             stored = 1
