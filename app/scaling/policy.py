@@ -355,7 +355,10 @@ def decide(
             desired = current  # not into a rising load
     else:
         desired = recommended
-        if current > policy.min_workers:
+        if current > policy.min_workers and kept:
+            # Since when these workers have been unneeded: the window's last recommendation of
+            # at least them, or (None) its whole length. An empty window (a new policy, a loop
+            # that has not run for a window) says nothing.
             needed = _last_needed(kept, current)
             if needed is None or now - needed >= span * NEAR_FLAP:
                 # A near flap: the window kept these workers long unneeded, now needed again.

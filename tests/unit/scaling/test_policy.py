@@ -275,6 +275,17 @@ def test_at_the_minimum_the_workers_are_always_needed() -> None:
     assert loop.damping.window is None
 
 
+def test_a_new_policy_or_a_stale_window_is_no_near_flap() -> None:
+    """Three workers and a load that needs them: no recommendation in the window says nothing
+    about how long they were unneeded (a policy just enabled, or a loop that did not run)."""
+    policy = Policy(1, 10, 4, up_limit=100, down_window_max=timedelta(seconds=1200))
+    fresh = Loop(policy, 3)
+    fresh(0, Observation(0, 12))
+    stale = Loop(policy, 3, history=(Recommendation(T0, 3),))
+    stale(900, Observation(0, 12))
+    assert (fresh.damping.window, stale.damping.window) == (None, None)
+
+
 def test_no_scale_down_into_a_rising_load() -> None:
     """The burst's recommendation leaves the window at t=300 just as the load starts rising:
     the workers stay until a sample is no longer above the recent ones, then go down once."""
