@@ -342,7 +342,7 @@ def decide(
     if recommended < current:
         # Stabilized: the highest recommendation of the window, but never above what runs
         # (unless the bounds moved under it).
-        highest = max(r.workers for r in window)
+        highest = _highest(window)
         desired = clamp(min(current, highest), policy)
         newer = max((r.workers for r in window if now - r.at < span / 2), default=recommended)
         if newer < highest < current <= policy.max_workers:
@@ -362,9 +362,7 @@ def decide(
             needed = _last_needed(kept, current)
             if needed is None or now - needed >= span * NEAR_FLAP:
                 # A near flap: the window kept these workers long unneeded, now needed again.
-                grown = min(max(policy.down_window, policy.down_window_max), span * 2)
-                if grown > span:
-                    damping = replace(damping, window=grown, last_flap=now)
+                damping = _flapped(damping, policy, span, now)
     reason = Reason.STEADY
     # Nothing queued and the load itself fits the workers: only the projection wants more.
     speculative = expected > 0 and queued <= 0 and recommend(load, policy) <= current
@@ -384,9 +382,7 @@ def decide(
             reason, last_up = Reason.SCALE_UP, now
         if damping.last_down is not None and now - damping.last_down < span:
             # A flap: back up within a window of going down. The window doubles.
-            grown = min(max(policy.down_window, policy.down_window_max), span * 2)
-            if grown > policy.down_window:
-                damping = replace(damping, window=grown, last_flap=now)
+            damping = _flapped(damping, policy, span, now)
     elif desired < current:
         reason = Reason.SCALE_DOWN
         damping = replace(damping, last_down=now)
@@ -397,6 +393,15 @@ def decide(
     ):  # fmt: skip
         damping = replace(damping, held_since=held_since, pending_at=pending_at, last_up=last_up)
     return Decision(desired, recommended, reason, window, load, damping, expected, samples)
+
+
+def _flapped(damping: Damping, policy: Policy, span: timedelta, now: datetime) -> Damping:
+    """The damping after a flap (or a near flap) at `now`: the window doubled, up to the
+    policy's maximum (unchanged when damping is off)."""
+    grown = min(max(policy.down_window, policy.down_window_max), span * 2)
+    if grown > policy.down_window:
+        damping = replace(damping, window=grown, last_flap=now)
+    return damping
 
 
 def _unconfirmed(
