@@ -30,12 +30,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, Metric
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.alerting.measure import MetricSource
@@ -90,16 +94,18 @@ from app.scaling.simulation import replay
 logger = logging.getLogger(__name__)
 
 LABELS = ("deployment", "workspace")
-DESIRED = Gauge("sextant_scaling_desired_workers", "Workers the autoscaler wants", LABELS)
-CURRENT = Gauge("sextant_scaling_current_workers", "Workers the deployment is set to", LABELS)
-MAX = Gauge("sextant_scaling_max_workers", "The scaling policy's maximum workers", LABELS)
-MIN = Gauge("sextant_scaling_min_workers", "The scaling policy's minimum workers", LABELS)
-DECISIONS = Counter(
+# The per-deployment gauges (desired, current, max, min workers) and the decision counter,
+# rendered by `_RoundMetrics` when scraped.
+GAUGES = (
+    ("sextant_scaling_desired_workers", "Workers the autoscaler wants"),
+    ("sextant_scaling_current_workers", "Workers the deployment is set to"),
+    ("sextant_scaling_max_workers", "The scaling policy's maximum workers"),
+    ("sextant_scaling_min_workers", "The scaling policy's minimum workers"),
+)
+DECISIONS = (
     "sextant_scaling_decisions_total",
     "Autoscaler decisions, by the reason recorded with each",
-    [*LABELS, "reason"],
 )
-_GAUGES = (DESIRED, CURRENT, MAX, MIN)
 # Prometheus' limit on the points of one range query.
 MAX_POINTS = 11_000
 PRUNE_EVERY = timedelta(hours=1)
@@ -238,7 +244,7 @@ def _history(raw: Sequence[Any] | None) -> tuple[Recommendation, ...]:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Plan:
     policy_id: int
     deployment_id: int
@@ -276,7 +282,7 @@ class _PlanCache:
     source: object = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Outcome:
     plan: _Plan
     decision: Decision
@@ -304,13 +310,107 @@ class _Changes:
     decision: bool  # a decision row: something changed, or the reason or desired count did
 
 
-@dataclass
+@dataclass(slots=True)
 class _Exported:
-    """One deployment's metric children and the gauge values last set."""
+    """One deployment on /metrics: its gauges' values as of the last round it was in, and its
+    decisions counted by reason."""
 
-    children: tuple[Any, ...]
-    values: tuple[int, ...] | None
-    counters: dict[str, Any]
+    labels: tuple[str, str]
+    desired: int = 0
+    current: int = 0
+    max: int = 0
+    min: int = 0
+    round: int = 0
+    counts: dict[Reason, int] = field(default_factory=dict)
+
+
+class _RoundMetrics(Collector):
+    """The scaling gauges and decision counter, rendered from what the last round recorded when
+    /metrics is scraped.
+
+    A round keeps each deployment's numbers and counts its decision; the metric families are
+    built only when scraped (looking up and setting four gauge children and a counter child,
+    each behind its lock, per deployment and round was most of the round's export). The text
+    is what `Gauge`s and a `Counter` labelled the same would write: names, HELP, types,
+    labels, the order of the series and the counter's `_created`.
+    """
+
+    def __init__(self) -> None:
+        # The deployments of the last round, in the order they were first exported.
+        self._shown: dict[tuple[str, str], _Exported] = {}
+        # Every deployment ever counted: its counters outlive its gauges, as a Counter's do.
+        self._known: dict[tuple[str, str], _Exported] = {}
+        # Each (deployment, reason) counter, in the order it was created, and when.
+        self._counters: list[tuple[_Exported, Reason, float]] = []
+        self._round = 0
+
+    def record(self, outcomes: Sequence[_Outcome]) -> None:
+        """Count a round's decisions and keep its numbers for the gauges (a deployment not in
+        the round is no longer shown)."""
+        self._round += 1
+        stamp, shown, known = self._round, self._shown, self._known
+        fresh = 0
+        created: float | None = None
+        for outcome in outcomes:
+            plan = outcome.plan
+            labels = (plan.name, plan.workspace)
+            exported = shown.get(labels)
+            if exported is None:
+                exported = known.get(labels)
+                if exported is None:
+                    exported = known[labels] = _Exported(labels)
+                shown[labels] = exported
+            if exported.round != stamp:
+                exported.round = stamp
+                fresh += 1
+            desired = outcome.decision.desired
+            exported.desired = desired
+            exported.current = desired if outcome.applied else plan.current
+            exported.max, exported.min = plan.policy.max_workers, plan.policy.min_workers
+            counts, reason = exported.counts, outcome.reason
+            if reason in counts:
+                counts[reason] += 1
+            else:
+                counts[reason] = 1
+                if created is None:
+                    created = time.time()
+                self._counters.append((exported, reason, created))
+        if fresh != len(shown):
+            # A deployment whose policy was disabled or deleted stops being exported.
+            for labels in [k for k, v in shown.items() if v.round != stamp]:
+                del shown[labels]
+
+    def describe(self) -> list[Metric]:
+        gauges, decisions = self._families()
+        return [*gauges, decisions]
+
+    def collect(self) -> list[Metric]:
+        (desired, current, maximum, minimum), decisions = self._families()
+        for exported in list(self._shown.values()):
+            labels = exported.labels
+            desired.add_metric(labels, exported.desired)
+            current.add_metric(labels, exported.current)
+            maximum.add_metric(labels, exported.max)
+            minimum.add_metric(labels, exported.min)
+        with_created = prometheus_metrics._use_created
+        for exported, reason, created in list(self._counters):
+            decisions.add_metric(
+                [*exported.labels, reason.value],
+                exported.counts[reason],
+                created=created if with_created else None,
+            )
+        return [desired, current, maximum, minimum, decisions]
+
+    @staticmethod
+    def _families() -> tuple[list[GaugeMetricFamily], CounterMetricFamily]:
+        return (
+            [GaugeMetricFamily(name, text, labels=LABELS) for name, text in GAUGES],
+            CounterMetricFamily(*DECISIONS, labels=[*LABELS, "reason"]),
+        )
+
+
+ROUND_METRICS = _RoundMetrics()
+REGISTRY.register(ROUND_METRICS)
 
 
 @dataclass
@@ -330,8 +430,7 @@ async def _held() -> bool:
 
 class ScalingService:
     def __init__(self) -> None:
-        # What this process exports, and when it last deleted expired decisions.
-        self._exported: dict[tuple[str, str], _Exported] = {}
+        # When this process last deleted expired decisions.
         self._pruned_at: datetime | None = None
         self._had_plans = True
         self._cache: _PlanCache | None = None
@@ -505,7 +604,7 @@ class ScalingService:
         report.deployments = len(plans)
         if not plans:
             report.query_failed = None
-            self._export([], report)
+            ROUND_METRICS.record([])
             self._cache, self._last_round = cache, now
             return report
         runtime = runtime_of(targets)
@@ -562,7 +661,7 @@ class ScalingService:
             report.reasons[outcome.reason] = report.reasons.get(outcome.reason, 0) + 1
             report.applied += int(outcome.applied)
             report.failed += int(outcome.reason is Reason.APPLY_FAILED)
-        self._export(outcomes, report)
+        ROUND_METRICS.record(outcomes)
         # The plans carry this round's loop state into the next round (what was just written).
         for outcome in outcomes:
             plan, decision = outcome.plan, outcome.decision
@@ -710,39 +809,6 @@ class ScalingService:
                 # Not a new generation: the runtime already runs this; a later apply keeps it.
                 deployment.components = components
         return stored
-
-    def _export(self, outcomes: Sequence[_Outcome], report: RoundReport) -> None:
-        seen = set()
-        for outcome in outcomes:
-            plan = outcome.plan
-            labels = (plan.name, plan.workspace)
-            seen.add(labels)
-            current = outcome.decision.desired if outcome.applied else plan.current
-            values = (
-                outcome.decision.desired, current, plan.policy.max_workers, plan.policy.min_workers
-            )  # fmt: skip
-            # Children are looked up once per deployment, and set only when a value moved.
-            exported = self._exported.get(labels)
-            if exported is None:
-                children = tuple(gauge.labels(*labels) for gauge in _GAUGES)
-                exported = self._exported[labels] = _Exported(children, None, {})
-            if exported.values != values:
-                for child, value in zip(exported.children, values, strict=True):
-                    child.set(value)
-                exported.values = values
-            counter = exported.counters.get(outcome.reason)
-            if counter is None:
-                counter = DECISIONS.labels(*labels, outcome.reason.value)
-                exported.counters[outcome.reason] = counter
-            counter.inc()
-        # A deployment whose policy was disabled or deleted stops being exported.
-        for labels in set(self._exported) - seen:
-            del self._exported[labels]
-            for gauge in _GAUGES:
-                try:
-                    gauge.remove(*labels)
-                except KeyError:
-                    pass
 
     # --- what-if --------------------------------------------------------------------------
 
