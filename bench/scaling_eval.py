@@ -19,6 +19,9 @@ How:
    (`sum(airflow_executor_queued_tasks{deployment="d"}) + sum(airflow_executor_running_tasks
    {deployment="d"})`), through the same minimal client, sequentially and 20 at a time
    (Prometheus' default query concurrency).
+5. Outside every timed region, Prometheus' own evaluation time (`stats=all`) of the fleet query
+   and of all the per-deployment queries, and the ratio a round costing no more than the bare
+   query would reach: what bounds the speed-up before any of Sextant's work.
 
 Correctness: the per-deployment answers equal the fleet query's per-deployment loads.
 Targets (the issue's): per-deployment sequential >= 20x the fleet round; the fleet round within
@@ -38,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,6 +132,21 @@ async def per_deployment(
     return time.perf_counter() - started, found
 
 
+async def evaluation_seconds(prometheus: PrometheusServer, exprs: list[str]) -> float:
+    """Prometheus' own evaluation time (`stats=all`, `execTotalTime`) of these queries, asked one
+    after another, in total: the part of each answer no client and no transport can save."""
+    client = RawHttp(prometheus.host, prometheus.port)
+    total = 0.0
+    try:
+        for expr in exprs:
+            query = urllib.parse.urlencode({"query": expr, "stats": "all"})
+            answer = json.loads(await client.get(f"/api/v1/query?{query}"))
+            total += float(answer["data"]["stats"]["timings"]["execTotalTime"])
+    finally:
+        client.close()
+    return total
+
+
 async def run(args: argparse.Namespace) -> int:
     load_all_models()
     deployments = fleet(args.deployments)
@@ -216,6 +235,11 @@ async def measure(
         floor_client.close()
     sequential, found = await per_deployment(prometheus, names, 1)
     concurrent, _ = await per_deployment(prometheus, names, CONCURRENCY)
+    # Outside every timed region: what Prometheus itself spends evaluating each model's queries.
+    fleet_eval = median(
+        [await evaluation_seconds(prometheus, [FLEET_LOAD_QUERY]) for _ in range(args.repeat)]
+    )
+    keda_eval = await evaluation_seconds(prometheus, [keda_query(name) for name in names])
     fleet_values = fleet_load(await timed.inner.instant(FLEET_LOAD_QUERY))
     expected = {d: float(q + r) for _, d, q, r in deployments}
     from_fleet = {}
@@ -244,6 +268,12 @@ async def measure(
                 ],
             ],
         )
+    )
+    print(
+        f"Prometheus' own evaluation (stats=all): the fleet query {fleet_eval * 1000:.1f} ms "
+        f"(median); the {len(names)} per-deployment queries {keda_eval * 1000:.1f} ms in all "
+        f"({keda_eval / fleet_eval:.1f}x). Even a round costing no more than the bare query "
+        f"would be {sequential / floor:.1f}x faster than the sequential per-deployment queries."
     )
     speedup_ok = sequential / job >= TARGET_SPEEDUP
     floor_ok = job / floor <= TARGET_FLOOR_RATIO

@@ -44,10 +44,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from itertools import pairwise
+from typing import NamedTuple
 
 
 class LimitKind(StrEnum):
@@ -117,8 +118,7 @@ NEAR_FLAP = 0.4
 RISING_SPAN = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class LoadSample:
+class LoadSample(NamedTuple):
     """The load of one sample and when it was taken (Unix seconds)."""
 
     at: float
@@ -145,8 +145,7 @@ class Damping:
     pending_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(NamedTuple):
     """The load of one deployment as the fleet query saw it; None where a series was missing."""
 
     queued: float | None
@@ -158,22 +157,20 @@ class Observation:
     unavailable: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Recommendation:
+class Recommendation(NamedTuple):
     at: datetime
     workers: int
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     desired: int
     # The clamped ceil(load / tasks_per_worker) of this round; None when failing static.
     recommended: int | None
     reason: Reason
     # The recommendations still inside the window, this round's included.
-    history: tuple[Recommendation, ...] = field(default_factory=tuple)
+    history: tuple[Recommendation, ...] = ()
     load: float | None = None
-    damping: Damping = field(default_factory=Damping)
+    damping: Damping = Damping()
     # The tasks a rising load was expected to add, counted in the recommendation.
     ahead: float = 0.0
     # The last three distinct samples, newest first (for the rising-load projection).
