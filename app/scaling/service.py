@@ -320,7 +320,6 @@ class _Exported:
     current: int = 0
     max: int = 0
     min: int = 0
-    round: int = 0
     counts: dict[Reason, int] = field(default_factory=dict)
 
 
@@ -331,38 +330,31 @@ class _RoundMetrics(Collector):
     A round keeps each deployment's numbers and counts its decision; the metric families are
     built only when scraped (looking up and setting four gauge children and a counter child,
     each behind its lock, per deployment and round was most of the round's export). The text
-    is what `Gauge`s and a `Counter` labelled the same would write: names, HELP, types,
-    labels, the order of the series and the counter's `_created`.
+    is what `Gauge`s and a `Counter` labelled the same would write (names, HELP, types, labels,
+    the counter's `_created`); the gauges' series come in the round's order.
     """
 
     def __init__(self) -> None:
-        # The deployments of the last round, in the order they were first exported.
+        # The deployments of the last round (replaced whole by each round).
         self._shown: dict[tuple[str, str], _Exported] = {}
         # Every deployment ever counted: its counters outlive its gauges, as a Counter's do.
         self._known: dict[tuple[str, str], _Exported] = {}
         # Each (deployment, reason) counter, in the order it was created, and when.
         self._counters: list[tuple[_Exported, Reason, float]] = []
-        self._round = 0
 
     def record(self, outcomes: Sequence[_Outcome]) -> None:
         """Count a round's decisions and keep its numbers for the gauges (a deployment not in
-        the round is no longer shown)."""
-        self._round += 1
-        stamp, shown, known = self._round, self._shown, self._known
-        fresh = 0
+        the round, its policy disabled or deleted, is no longer shown)."""
+        known = self._known
+        shown: dict[tuple[str, str], _Exported] = {}
         created: float | None = None
         for outcome in outcomes:
             plan = outcome.plan
             labels = (plan.name, plan.workspace)
-            exported = shown.get(labels)
+            exported = known.get(labels)
             if exported is None:
-                exported = known.get(labels)
-                if exported is None:
-                    exported = known[labels] = _Exported(labels)
-                shown[labels] = exported
-            if exported.round != stamp:
-                exported.round = stamp
-                fresh += 1
+                exported = known[labels] = _Exported(labels)
+            shown[labels] = exported
             desired = outcome.decision.desired
             exported.desired = desired
             exported.current = desired if outcome.applied else plan.current
@@ -375,10 +367,7 @@ class _RoundMetrics(Collector):
                 if created is None:
                     created = time.time()
                 self._counters.append((exported, reason, created))
-        if fresh != len(shown):
-            # A deployment whose policy was disabled or deleted stops being exported.
-            for labels in [k for k, v in shown.items() if v.round != stamp]:
-                del shown[labels]
+        self._shown = shown
 
     def describe(self) -> list[Metric]:
         gauges, decisions = self._families()
@@ -386,7 +375,7 @@ class _RoundMetrics(Collector):
 
     def collect(self) -> list[Metric]:
         (desired, current, maximum, minimum), decisions = self._families()
-        for exported in list(self._shown.values()):
+        for exported in self._shown.values():  # never changed once a round has set it
             labels = exported.labels
             desired.add_metric(labels, exported.desired)
             current.add_metric(labels, exported.current)
